@@ -1,0 +1,38 @@
+"""The handwritten digits the embedded model is trained on (scikit-learn's ``load_digits``).
+
+1,797 greyscale images of 8x8 pixels with values 0..16, bundled with scikit-learn (no
+download). They are scaled to ``[-1, 1]`` (and optionally upsampled bilinearly to ``size x size``).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DIGIT_NAMES: tuple[str, ...] = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def digit_prompt(label: int) -> str:
+    """The training prompt for class ``label``, e.g. ``"a handwritten digit three"``."""
+    if not 0 <= int(label) <= 9:
+        raise ValueError(f"digit label must be 0..9, got {label}")
+    return f"a handwritten digit {DIGIT_NAMES[int(label)]}"
+
+
+def load_digit_images(size: int = 8) -> tuple[torch.Tensor, np.ndarray]:
+    """All 1,797 digits as a float32 tensor ``(N, 1, size, size)`` in ``[-1, 1]`` and labels."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    images = torch.from_numpy(data.images.astype(np.float32) / 16.0).unsqueeze(1)  # [0, 1]
+    if size != 8:
+        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+    return images.clamp(0, 1) * 2 - 1, data.target.astype(np.int64)
+
+
+def real_digits(labels: list[int], size: int = 8, seed: int = 0) -> torch.Tensor:
+    """One real dataset image per requested label, drawn reproducibly with ``seed``."""
+    images, targets = load_digit_images(size)
+    rng = np.random.default_rng(seed)
+    picks = [int(rng.choice(np.flatnonzero(targets == lab))) for lab in labels]
+    return images[picks]

@@ -1,0 +1,330 @@
+"""DDIM sampling and naive DDIM inversion, as small solver functions.
+
+Style follows k-diffusion's ``sampling.py``: each solver is one function
+``(model, latents, timesteps, guidance, ..., callback=None, progress=True)`` that returns
+the final latent and reports every step to ``callback`` as a dict. No solver plots.
+
+Equations (Song, Meng & Ermon, "Denoising Diffusion Implicit Models", ICLR 2021, eq. 12
+with ``sigma_t = 0``), with ``a_t = sqrt(abar_t)`` and ``b_t = sqrt(1 - abar_t)``::
+
+    x0_hat = (z_s - b_s * eps) / a_s                     # predicted clean latent
+    move(z_s, eps, s -> r) = a_r * x0_hat + b_r * eps      # same formula both ways
+
+Sampling moves from high noise to low (``s > r``), inversion from low to high (``s < r``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+StepCallback = Callable[[dict[str, Any]], None]
+LabelConvention = Literal["source", "destination"]
+
+
+# --------------------------------------------------------------------------- the DDIM move
+def move(z: torch.Tensor, eps: torch.Tensor, abar_from: float, abar_to: float) -> torch.Tensor:
+    """One deterministic DDIM move of ``z`` from level ``s`` to level ``r``.
+
+    ``move(z, e, s -> r) = a_r * (z - b_s * e) / a_s + b_r * e`` (DDIM eq. 12, ``sigma=0``),
+    with ``a = sqrt(abar)``, ``b = sqrt(1 - abar)``. ``abar_from``/``abar_to`` are the
+    cumulative alphas of the two levels. Coefficients are formed in float64 and applied in
+    the latent's dtype, so that ``move(move(z, e, s->r), e, r->s) == z`` to float precision.
+    """
+    a_s, a_r = math.sqrt(abar_from), math.sqrt(abar_to)
+    b_s, b_r = math.sqrt(1.0 - abar_from), math.sqrt(1.0 - abar_to)
+    # z * (a_r / a_s) + eps * (b_r - a_r * b_s / a_s): two coefficients, one fused expression.
+    return z * (a_r / a_s) + eps * (b_r - a_r * b_s / a_s)
+
+
+def predicted_x0(z: torch.Tensor, eps: torch.Tensor, abar: float) -> torch.Tensor:
+    """Tweedie / DDIM estimate of the clean latent: ``x0 = (z - b_t * eps) / a_t``."""
+    return (z - math.sqrt(1.0 - abar) * eps) / math.sqrt(abar)
+
+
+def v_to_epsilon(v: torch.Tensor, z: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
+    """Convert a v-prediction into a noise prediction.
+
+    With ``z = a_t x0 + b_t eps`` and ``v = a_t eps - b_t x0`` (Salimans & Ho 2022, sec. 4):
+    ``eps = a_t * v + b_t * z``. ``abar`` broadcasts per batch item, shape ``(B,)``.
+    """
+    abar = abar.to(device=z.device, dtype=torch.float64).view(-1, *([1] * (z.ndim - 1)))
+    a, b = abar.sqrt().to(z.dtype), (1.0 - abar).sqrt().to(z.dtype)
+    return a * v + b * z
+
+
+def epsilon_to_v(eps: torch.Tensor, z: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`v_to_epsilon`: ``v = (eps - b_t z) / a_t`` (equivalently ``a eps - b x0``)."""
+    abar = abar.to(device=z.device, dtype=torch.float64).view(-1, *([1] * (z.ndim - 1)))
+    a, b = abar.sqrt().to(z.dtype), (1.0 - abar).sqrt().to(z.dtype)
+    return (eps - b * z) / a
+
+
+def abar_at(alphas_cumprod: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``abar`` at possibly fractional labels, linearly interpolated in ``t``.
+
+    Fractional labels arise from the ``tless`` offset; integer labels return the table value.
+    """
+    table = alphas_cumprod.to(torch.float64)
+    t = labels.detach().to(device="cpu", dtype=torch.float64).clamp(0, len(table) - 1)
+    lo = t.floor().long()
+    hi = (lo + 1).clamp(max=len(table) - 1)
+    frac = t - lo.to(torch.float64)
+    return table[lo] * (1 - frac) + table[hi] * frac
+
+
+# --------------------------------------------------------------------------- guidance
+@dataclass(frozen=True)
+class Guidance:
+    """Prompt embeddings and guidance scale for classifier-free guidance.
+
+    ``cond`` and ``uncond`` are ``(B, L, D)``. ``uncond_per_step`` optionally replaces
+    ``uncond`` at each *sampling* step (index 0 = noisiest step), which is how null-text
+    inversion's optimised embeddings are used at regeneration.
+    """
+
+    cond: torch.Tensor
+    uncond: torch.Tensor
+    scale: float
+    uncond_per_step: tuple[torch.Tensor, ...] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        check_guidance_scale(self.scale)
+        if self.cond.shape != self.uncond.shape:
+            raise ValueError(
+                f"conditional and unconditional embeddings differ in shape: "
+                f"{tuple(self.cond.shape)} vs {tuple(self.uncond.shape)}"
+            )
+
+    def uncond_at(self, sampling_step: int | None) -> torch.Tensor:
+        if self.uncond_per_step is None or sampling_step is None:
+            return self.uncond
+        return self.uncond_per_step[sampling_step]
+
+    def with_scale(self, scale: float) -> "Guidance":
+        return Guidance(self.cond, self.uncond, scale, self.uncond_per_step)
+
+
+def check_guidance_scale(scale: Any) -> float:
+    """Guidance scale must be a finite, non-negative real number."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) and not (
+        isinstance(scale, torch.Tensor) and scale.numel() == 1
+    ):
+        raise ValueError(f"guidance scale must be a real number, got {scale!r}")
+    value = float(scale)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"guidance scale must be finite and >= 0, got {value}")
+    return value
+
+
+def make_guidance(
+    model: Any,
+    prompts: Sequence[str] | str,
+    scale: float,
+    *,
+    negative_prompts: Sequence[str] | str | None = None,
+) -> Guidance:
+    """Encode prompts and the unconditional (``""``, or a negative prompt) branch once."""
+    check_guidance_scale(scale)
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompts:
+        raise ValueError("need at least one prompt")
+    if negative_prompts is None:
+        negative_prompts = [""] * len(prompts)
+    elif isinstance(negative_prompts, str):
+        negative_prompts = [negative_prompts] * len(prompts)
+    if len(negative_prompts) != len(prompts):
+        raise ValueError(f"{len(negative_prompts)} negative prompts for {len(prompts)} prompts")
+    embeddings = model.encode_prompt([*negative_prompts, *prompts])
+    uncond, cond = embeddings.chunk(2)
+    return Guidance(cond=cond, uncond=uncond, scale=float(scale))
+
+
+@dataclass
+class NoiseEstimate:
+    """Guided noise ``eps_w = eps_u + w (eps_c - eps_u)`` and its two branches."""
+
+    guided: torch.Tensor
+    uncond: torch.Tensor
+    cond: torch.Tensor
+
+
+def guided_noise(
+    model: Any,
+    latents: torch.Tensor,
+    label_uncond: float | torch.Tensor,
+    label_cond: float | torch.Tensor,
+    guidance: Guidance,
+    *,
+    sampling_step: int | None = None,
+) -> NoiseEstimate:
+    """``eps_w(z; tu, tc) = eps(z, tu, "") + w * (eps(z, tc, prompt) - eps(z, tu, ""))``.
+
+    Classifier-free guidance (Ho & Salimans 2022, eq. 6). Both branches go through the
+    network in **one** batched call, each with its own timestep label, because the
+    ``tless`` method labels the unconditional branch differently from the conditional one.
+    """
+    batch = latents.shape[0]
+    uncond = _expand_batch(guidance.uncond_at(sampling_step), batch, "unconditional embeddings")
+    cond = _expand_batch(guidance.cond, batch, "conditional embeddings")
+    labels = torch.cat([_labels(label_uncond, batch), _labels(label_cond, batch)]).to(latents.device)
+    eps = model.predict_noise(torch.cat([latents, latents]), labels, torch.cat([uncond, cond]))
+    eps_u, eps_c = eps.chunk(2)
+    return NoiseEstimate(guided=eps_u + guidance.scale * (eps_c - eps_u), uncond=eps_u, cond=eps_c)
+
+
+def _labels(label: float | torch.Tensor, batch: int) -> torch.Tensor:
+    if isinstance(label, torch.Tensor) and label.numel() == batch and label.ndim == 1:
+        return label.to(torch.float32)
+    return torch.full((batch,), float(label), dtype=torch.float32)
+
+
+def _expand_batch(emb: torch.Tensor, batch: int, what: str) -> torch.Tensor:
+    if emb.shape[0] == batch:
+        return emb
+    if emb.shape[0] == 1:
+        return emb.expand(batch, *emb.shape[1:])
+    raise ValueError(f"{what} have batch {emb.shape[0]}, latents have batch {batch}")
+
+
+# --------------------------------------------------------------------------- validation
+def check_latents(model: Any, latents: Any) -> torch.Tensor:
+    """Clear errors for the wrong tensor type, dtype, shape or non-finite values."""
+    if not isinstance(latents, torch.Tensor):
+        raise ValueError(f"latents must be a torch.Tensor, got {type(latents).__name__}")
+    if not latents.is_floating_point():
+        raise ValueError(f"latents must be a floating-point tensor, got dtype {latents.dtype}")
+    expected = tuple(model.latent_shape)
+    if latents.ndim != 4 or tuple(latents.shape[1:]) != expected:
+        raise ValueError(
+            f"latents must have shape (B, {', '.join(map(str, expected))}) for model "
+            f"{model.name!r}, got {tuple(latents.shape)}"
+        )
+    if not torch.isfinite(latents).all():
+        raise ValueError("latents contain NaN or infinite values")
+    return latents
+
+
+def check_grid(timesteps: Sequence[int], num_train_timesteps: int) -> list[int]:
+    """A grid must be strictly increasing integer levels inside the schedule."""
+    grid = [int(t) for t in timesteps]
+    if len(grid) < 2:
+        raise ValueError("a timestep grid needs at least 2 levels (steps >= 1)")
+    if any(b <= a for a, b in zip(grid, grid[1:])):
+        raise ValueError(f"timestep grid must be strictly increasing, got {grid}")
+    if grid[0] < 0 or grid[-1] >= num_train_timesteps:
+        raise ValueError(f"timestep grid must lie in [0, {num_train_timesteps - 1}], got {grid[0]}..{grid[-1]}")
+    return grid
+
+
+class NonFiniteLatentError(ValueError):
+    """A solver produced NaN or infinite latents (fp16 overflow, divergence)."""
+
+
+class FiniteGuard:
+    """Records the first step with non-finite latents *without* a host sync per step.
+
+    The check stays on the device during the loop; :meth:`raise_if_bad` syncs once at the
+    end and names the step, instead of returning a black or grey image.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.first_bad = torch.tensor(-1, device=device)
+
+    def update(self, step: int, z: torch.Tensor) -> None:
+        bad = ~torch.isfinite(z).all()
+        self.first_bad = torch.where(bad & (self.first_bad < 0), torch.tensor(step, device=z.device), self.first_bad)
+
+    def raise_if_bad(self, solver: str, grid: Sequence[int], direction: int) -> None:
+        step = int(self.first_bad)
+        if step >= 0:
+            s, r = (grid[step], grid[step + 1]) if direction > 0 else (grid[-1 - step], grid[-2 - step])
+            raise NonFiniteLatentError(
+                f"{solver}: latents became NaN/inf at step {step} (level {s} -> {r}). "
+                "In fp16 upcast the VAE/UNet to fp32, or lower the guidance scale."
+            )
+
+
+# --------------------------------------------------------------------------- solvers
+def invert_naive(
+    model: Any,
+    latents: torch.Tensor,
+    timesteps: Sequence[int],
+    guidance: Guidance,
+    *,
+    label: LabelConvention = "source",
+    callback: StepCallback | None = None,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Naive DDIM inversion: ``z_{t1} = move(z_t, eps_w(z_t; l, l), t -> t1)``.
+
+    The noise at the *destination* ``t1`` is unknown, so it is approximated by a noise
+    estimate at a nearby label ``l``:
+
+    * ``label="source"``: ``l = t`` (the original notebook; Mokady et al.'s null-text code).
+    * ``label="destination"``: ``l = t1`` (diffusers' ``DDIMInverseScheduler`` since PR #5145).
+
+    The approximation is good when ``eps_w`` barely changes between neighbouring levels,
+    which guidance scales above 1 break. Returns the latent at ``timesteps[-1]``.
+    Callback dict: ``step, steps, t_from, t_to, label_uncond, label_cond, latent,
+    latent_prev, noise, residual (None: unknown without an extra evaluation), nfe``.
+    """
+    if label not in ("source", "destination"):
+        raise ValueError(f"label must be 'source' or 'destination', got {label!r}")
+    z = check_latents(model, latents)
+    grid = check_grid(timesteps, len(model.alphas_cumprod))
+    abar = model.alphas_cumprod
+    guard = FiniteGuard(z.device)
+    steps = len(grid) - 1
+    nfe = 0
+    for i in tqdm(range(steps), desc="DDIM inversion", disable=not progress, leave=False):
+        t, t1 = grid[i], grid[i + 1]
+        lab = t if label == "source" else t1
+        est = guided_noise(model, z, lab, lab, guidance)
+        nfe += 2
+        z_next = move(z, est.guided, float(abar[t]), float(abar[t1]))
+        guard.update(i, z_next)
+        if callback is not None:
+            callback(dict(step=i, steps=steps, t_from=t, t_to=t1, label_uncond=lab, label_cond=lab,
+                          latent=z_next, latent_prev=z, noise=est.guided, residual=None, nfe=nfe))
+        z = z_next
+    guard.raise_if_bad("invert_naive", grid, +1)
+    return z
+
+
+def sample_ddim(
+    model: Any,
+    latents: torch.Tensor,
+    timesteps: Sequence[int],
+    guidance: Guidance,
+    *,
+    callback: StepCallback | None = None,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Deterministic DDIM sampling (``eta = 0``) down the ascending grid ``timesteps``.
+
+    Step ``i`` moves ``s = ts[-1-i] -> r = ts[-2-i]`` with ``eps_w(z_s; s, s)``; with null-text
+    embeddings ``guidance.uncond_per_step[i]`` replaces the unconditional embedding.
+    Returns the latent at level ``timesteps[0]`` (level 0: the clean latent).
+    """
+    z = check_latents(model, latents)
+    grid = check_grid(timesteps, len(model.alphas_cumprod))
+    abar = model.alphas_cumprod
+    guard = FiniteGuard(z.device)
+    steps = len(grid) - 1
+    nfe = 0
+    for i in tqdm(range(steps), desc="DDIM sampling", disable=not progress, leave=False):
+        s, r = grid[steps - i], grid[steps - i - 1]
+        est = guided_noise(model, z, s, s, guidance, sampling_step=i)
+        nfe += 2
+        z_next = move(z, est.guided, float(abar[s]), float(abar[r]))
+        guard.update(i, z_next)
+        if callback is not None:
+            callback(dict(step=i, steps=steps, t_from=s, t_to=r, label_uncond=s, label_cond=s,
+                          latent=z_next, latent_prev=z, noise=est.guided, residual=None, nfe=nfe))
+        z = z_next
+    guard.raise_if_bad("sample_ddim", grid, -1)
+    return z

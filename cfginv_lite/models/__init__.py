@@ -1,0 +1,29 @@
+"""Model loading: the embedded digits model and Stable Diffusion, one protocol."""
+from __future__ import annotations
+
+from typing import Any
+
+from .protocol import DiffusionModel
+
+MODEL_NAMES: tuple[str, ...] = ("digits", "stable-diffusion")
+
+
+def load_model(name: str = "digits", **kwargs: Any) -> DiffusionModel:
+    """Load a model by name.
+
+    * ``"digits"``: the embedded model, shipped with the package, CPU, seconds.
+    * ``"stable-diffusion"``: diffusers' ``from_pretrained`` (``model_id=``, ``device=``,
+      ``dtype=``); needs the weights locally or network access, and ideally a GPU.
+    """
+    if name == "digits":
+        from .digits import load_digits_model
+
+        return load_digits_model(**kwargs)
+    if name == "stable-diffusion":
+        from .stable_diffusion import load_stable_diffusion  # imports transformers lazily
+
+        return load_stable_diffusion(**kwargs)
+    raise ValueError(f"unknown model name {name!r}; choose one of {MODEL_NAMES}")
+
+
+__all__ = ["DiffusionModel", "MODEL_NAMES", "load_model"]
