@@ -1,0 +1,77 @@
+"""A registry of inversion methods with one calling convention, for the CLI and benchmarks.
+
+Each entry maps a name to ``fn(model, latents, grid, guidance, *, callback, progress) ->
+InversionResult``. Solvers stay plain functions (:mod:`cfginv_lite.ddim`,
+:mod:`cfginv_lite.compensate`, :mod:`cfginv_lite.baselines`); this module only adapts them
+so that ``python -m cfginv_lite compare`` can run them side by side.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from .ddim import Guidance, StepCallback, invert_naive
+
+
+@dataclass
+class InversionResult:
+    """Inverted latents plus what regeneration must use and what it cost (per image)."""
+
+    latents: torch.Tensor
+    guidance: Guidance           # null-text returns per-step unconditional embeddings here
+    nfe: int                     # forward network evaluations per image
+    nfe_backward: int = 0        # backward passes per image (null-text)
+    seconds: float = 0.0
+
+
+InversionMethod = Callable[..., InversionResult]
+METHODS: dict[str, InversionMethod] = {}
+
+
+def register(name: str) -> Callable[[InversionMethod], InversionMethod]:
+    def deco(fn: InversionMethod) -> InversionMethod:
+        METHODS[name] = fn
+        return fn
+    return deco
+
+
+class NFECounter:
+    """Callback wrapper that remembers the last cumulative ``nfe`` a solver reported."""
+
+    def __init__(self, inner: StepCallback | None = None) -> None:
+        self.inner, self.nfe = inner, 0
+
+    def __call__(self, info: dict[str, Any]) -> None:
+        self.nfe = int(info.get("nfe", self.nfe))
+        if self.inner is not None:
+            self.inner(info)
+
+
+def run_method(name: str, model: Any, latents: torch.Tensor, grid: list[int], guidance: Guidance, *,
+               callback: StepCallback | None = None, progress: bool = False, **options: Any) -> InversionResult:
+    """Run a registered method by name and time it."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose from {sorted(METHODS)}")
+    start = time.perf_counter()
+    result = METHODS[name](model, latents, grid, guidance, callback=callback, progress=progress, **options)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+@register("naive")
+def _naive(model: Any, latents: torch.Tensor, grid: list[int], guidance: Guidance, *,
+           callback: StepCallback | None = None, progress: bool = False) -> InversionResult:
+    counter = NFECounter(callback)
+    z = invert_naive(model, latents, grid, guidance, label="source", callback=counter, progress=progress)
+    return InversionResult(z, guidance, counter.nfe)
+
+
+@register("naive-destination")
+def _naive_destination(model: Any, latents: torch.Tensor, grid: list[int], guidance: Guidance, *,
+                       callback: StepCallback | None = None, progress: bool = False) -> InversionResult:
+    counter = NFECounter(callback)
+    z = invert_naive(model, latents, grid, guidance, label="destination", callback=counter, progress=progress)
+    return InversionResult(z, guidance, counter.nfe)
