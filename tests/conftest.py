@@ -1,0 +1,58 @@
+"""Shared fixtures: an analytic model with a known exact inverse, and the shipped digits model."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from cfginv_lite.schedule import SD1_SCHEDULER_CONFIG, alphas_cumprod_from_config
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+class AnalyticModel:
+    """A protocol-conforming 'network' with a closed-form noise prediction.
+
+    ``eps(z, t, c) = scale(t) * z + c`` with ``c`` the (mean) embedding broadcast over the
+    latent, so guided noise is affine in ``z`` and every quantity is computable exactly.
+    """
+
+    name = "analytic"
+
+    def __init__(self, shape: tuple[int, int, int] = (1, 4, 4), slope: float = 0.3) -> None:
+        self.latent_shape = shape
+        self.scheduler_config = dict(SD1_SCHEDULER_CONFIG)
+        self.alphas_cumprod = alphas_cumprod_from_config(self.scheduler_config)
+        self.device = torch.device("cpu")
+        self.dtype = torch.float32
+        self.slope = slope
+        self.calls: list[int] = []
+
+    def encode(self, images, *, generator=None):
+        return images
+
+    def decode(self, latents):
+        return latents
+
+    def encode_prompt(self, prompts):
+        vals = [float(len(p)) / 10 for p in prompts]
+        return torch.tensor(vals).view(-1, 1, 1).expand(-1, 2, 3).clone()
+
+    def predict_noise(self, latents, labels, embeddings):
+        self.calls.append(latents.shape[0])
+        s = self.slope * (labels.view(-1, 1, 1, 1) / 1000.0)
+        c = embeddings.mean(dim=(1, 2)).view(-1, 1, 1, 1)
+        return s * latents + c
+
+
+@pytest.fixture
+def analytic_model() -> AnalyticModel:
+    return AnalyticModel()
+
+
+@pytest.fixture(scope="session")
+def digits_model():
+    from cfginv_lite import load_model
+
+    return load_model("digits")
