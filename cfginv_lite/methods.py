@@ -75,3 +75,8 @@ def _naive_destination(model: Any, latents: torch.Tensor, grid: list[int], guida
     counter = NFECounter(callback)
     z = invert_naive(model, latents, grid, guidance, label="destination", callback=counter, progress=progress)
     return InversionResult(z, guidance, counter.nfe)
+
+
+# The compensation solvers and baselines register themselves on import (kept in their own
+# module so this file stays the registry; imported last because it uses `register`).
+from . import methods_compensation  # noqa: E402,F401

@@ -1,14 +1,12 @@
 """Shared fixtures: an analytic model with a known exact inverse, and the shipped digits model."""
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch
 
 from cfginv_lite.schedule import SD1_SCHEDULER_CONFIG, alphas_cumprod_from_config
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 class AnalyticModel:

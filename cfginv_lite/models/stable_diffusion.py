@@ -1,0 +1,523 @@
+"""Stable Diffusion behind the :class:`~cfginv_lite.models.protocol.DiffusionModel` protocol.
+
+Components are loaded with the public ``from_pretrained`` of diffusers (UNet, VAE, scheduler
+config) and transformers (CLIP text encoder and tokenizer), from the usual pipeline folder
+layout (``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``). Nothing in
+diffusers is patched.
+
+Conventions (the same for every model of the package):
+
+* Images are ``(B, 3, H, W)`` in ``[-1, 1]``; latents are ``vae_mean_or_sample * scaling_factor``
+  with the scaling factor read from ``vae.config`` (0.18215 for SD 1.x/2.x, but never assumed).
+* :meth:`StableDiffusionModel.predict_noise` always returns an **epsilon** prediction:
+  v-prediction models (SD 2.x at 768 px) are converted with ``eps = a_t v + b_t z``
+  (Salimans & Ho 2022, sec. 4), sample-prediction models with ``eps = (z - a_t x0) / b_t``.
+* The network runs in ``model.dtype`` (fp16 on CUDA by default), but latents stay in the
+  caller's dtype (float32 from :meth:`~StableDiffusionModel.encode`): each call casts in and
+  out, so the solvers' 50-step arithmetic does not accumulate fp16 rounding.
+* The VAE is kept in float32 whatever ``dtype`` is: the SD VAE decoder overflows in fp16 and
+  returns NaNs (black images); diffusers itself upcasts it (``force_upcast``).
+
+``transformers`` is imported only inside functions, so ``import cfginv_lite`` stays light.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ..ddim import v_to_epsilon
+from ..schedule import SD1_SCHEDULER_CONFIG, alphas_cumprod_from_config
+
+DEFAULT_MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+#: Hub ids this loader is written for -> (native image size, prediction type). All use the
+#: standard diffusers pipeline layout; none could be loaded where this module was written
+#: (no weights can be downloaded there), so the tiny model of the same architecture stands in.
+KNOWN_MODEL_IDS: dict[str, tuple[int, str]] = {
+    "CompVis/stable-diffusion-v1-4": (512, "epsilon"),                 # SD 1.4
+    "stable-diffusion-v1-5/stable-diffusion-v1-5": (512, "epsilon"),   # SD 1.5
+    "stabilityai/stable-diffusion-2-1-base": (512, "epsilon"),         # SD 2.1 base
+    "stabilityai/stable-diffusion-2-1": (768, "v_prediction"),         # SD 2.1, 768 px
+}
+
+PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "v_prediction", "sample")
+_DTYPE_NAMES: dict[str, torch.dtype] = {
+    "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
+    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp64": torch.float64, "float64": torch.float64, "double": torch.float64,
+}
+# from_pretrained arguments that the tokenizer and scheduler-config loaders also understand.
+_HUB_KWARGS = ("revision", "cache_dir", "token", "proxies", "force_download")
+
+
+class ModelNotAvailableError(OSError):
+    """Stable Diffusion weights are neither in the local cache nor downloadable.
+
+    A subclass of :class:`OSError`, like the errors of ``from_pretrained`` it replaces, so
+    existing ``except OSError`` handlers still work.
+    """
+
+
+# --------------------------------------------------------------------------- device, dtype
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None`` -> ``"cuda"`` when available, else ``"cpu"``; refuse unavailable devices clearly."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"invalid device {device!r}: {err}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} was requested but CUDA is not available to torch "
+            f"{torch.__version__} (no GPU, or a CPU-only torch build). Use device='cpu' "
+            "(slow: minutes per image for Stable Diffusion), or a GPU runtime such as Colab's T4."
+        )
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device!r} was requested but Apple MPS is not available")
+    return resolved
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """``None`` -> fp16 on CUDA, fp32 elsewhere; fp16 on CPU is refused (see message)."""
+    if dtype is None:
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, str):
+        if dtype.lower() not in _DTYPE_NAMES:
+            raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPE_NAMES)}")
+        dtype = _DTYPE_NAMES[dtype.lower()]
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+        raise ValueError(f"dtype must be float32, float16, bfloat16 or float64, got {dtype}")
+    if dtype == torch.float16 and device.type == "cpu":
+        raise ValueError(
+            "float16 on the CPU is not supported: many torch CPU kernels for float16 are missing "
+            "('not implemented for Half') or far slower than float32, and fp16 accumulation on "
+            "the CPU gains nothing. Use dtype=torch.float32 (or torch.bfloat16) on the CPU, "
+            "and float16 on a CUDA GPU."
+        )
+    return dtype
+
+
+# --------------------------------------------------------------------------- out of memory
+@contextlib.contextmanager
+def oom_hint(what: str = "the Stable Diffusion call") -> Iterator[None]:
+    """Re-raise CUDA out-of-memory errors with what to try, instead of the bare allocator message."""
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else "out of memory"
+        raise torch.cuda.OutOfMemoryError(
+            f"CUDA ran out of memory during {what} ({first_line}). Things to try: "
+            "model.enable_attention_slicing() (diffusers' unet.set_attention_slice('auto')); "
+            "fewer refinement iterations or a smaller batch; a smaller image "
+            "(load_image(..., size=512) and model.set_image_size(512)); dtype='fp16' on CUDA; "
+            "`del` unused models and call torch.cuda.empty_cache()."
+        ) from None
+
+
+# --------------------------------------------------------------------------- the model
+def _place(module: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """Move to ``device``/``dtype`` for inference; cast only when needed (diffusers warns on every cast)."""
+    if any(p.dtype != dtype for p in module.parameters() if p.is_floating_point()):
+        module = module.to(dtype=dtype)
+    return module.to(device).eval().requires_grad_(False)
+
+
+class StableDiffusionModel:
+    """A Stable Diffusion UNet + VAE + CLIP text encoder implementing the model protocol.
+
+    Parameters
+    ----------
+    unet, vae, text_encoder, tokenizer:
+        diffusers ``UNet2DConditionModel`` and ``AutoencoderKL``, transformers ``CLIPTextModel``
+        and ``CLIPTokenizer``. ``text_encoder``/``tokenizer`` may be ``None`` (benchmarks that
+        feed embeddings directly); :meth:`encode_prompt` then raises.
+    scheduler_config:
+        The pipeline's scheduler config (dict); gives the schedule and ``prediction_type``.
+    device, dtype:
+        Where and in which precision the UNet and text encoder run (``None``: CUDA + fp16 if
+        available, else CPU + fp32). The VAE runs in ``vae_dtype`` (float32 by default).
+    image_size:
+        Pixel size ``S`` or ``(H, W)``, a multiple of the VAE factor (8); sets ``latent_shape``.
+    """
+
+    name = "stable-diffusion"
+
+    def __init__(self, unet: nn.Module, vae: nn.Module, text_encoder: nn.Module | None, tokenizer: Any,
+                 scheduler_config: Mapping[str, Any], device: str | torch.device | None = None,
+                 dtype: str | torch.dtype | None = None, image_size: int | tuple[int, int] = 512, *,
+                 vae_dtype: torch.dtype = torch.float32) -> None:
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.vae_dtype = resolve_dtype(vae_dtype, self.device)
+        self.scheduler_config = dict(scheduler_config)
+        self.prediction_type = str(self.scheduler_config.get("prediction_type", "epsilon"))
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"unsupported prediction_type {self.prediction_type!r}; "
+                             f"expected one of {PREDICTION_TYPES}")
+        self.alphas_cumprod = alphas_cumprod_from_config(self.scheduler_config)
+        self._abar_table = self.alphas_cumprod.to(self.device)  # for conversions without a host sync
+        self.unet = _place(unet, self.device, self.dtype)
+        self.vae = _place(vae, self.device, self.vae_dtype)
+        self.text_encoder = None if text_encoder is None else _place(text_encoder, self.device, self.dtype)
+        self.tokenizer = tokenizer
+        self.scaling_factor = float(self.vae.config.scaling_factor)
+        shift = getattr(self.vae.config, "shift_factor", None)  # None for SD 1.x/2.x
+        self.shift_factor = 0.0 if shift is None else float(shift)
+        # AutoencoderKL downsamples once per block but the last: 2^(4-1) = 8 for SD.
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.latent_channels = int(self.unet.config.in_channels)
+        self.set_image_size(image_size)
+
+    # Configuration ----------------------------------------------------------------
+    def set_image_size(self, size: int | tuple[int, int]) -> None:
+        """Set the pixel size ``S`` (square) or ``(H, W)``; updates ``latent_shape``."""
+        h, w = (size, size) if isinstance(size, int) and not isinstance(size, bool) else tuple(size)
+        f = self.vae_scale_factor
+        for side in (h, w):
+            if isinstance(side, bool) or not isinstance(side, int) or side < f or side % f:
+                raise ValueError(f"image size must be a positive multiple of {f} (the VAE factor), got {size!r}")
+        self.image_size = (h, w)
+        self.latent_shape = (self.latent_channels, h // f, w // f)
+
+    def enable_attention_slicing(self, slice_size: str | int = "auto") -> None:
+        """Compute attention in slices (less memory, slightly slower): ``unet.set_attention_slice``."""
+        self.unet.set_attention_slice(slice_size)
+
+    # The protocol -------------------------------------------------------------------
+    def encode(self, images: torch.Tensor, *, generator: torch.Generator | None = None,
+               sample: bool = False) -> torch.Tensor:
+        """VAE-encode images ``(B, 3, H, W)`` in ``[-1, 1]`` to latents ``(B, *latent_shape)``.
+
+        ``latent = (m - shift) * scaling_factor`` with ``m`` the mean of the VAE's diagonal
+        Gaussian (``sample=False``) or a draw from it with ``generator`` (``sample=True``; the
+        original notebook's choice). The generator may live on the CPU or on ``self.device``;
+        it is ignored when ``sample=False``. Returns float32 latents (the VAE's dtype).
+        """
+        images = self._check_images(images)
+        if sample and generator is not None and generator.device.type not in ("cpu", self.device.type):
+            raise ValueError(f"generator is on {generator.device}, the VAE on {self.device}; "
+                             f"use torch.Generator('cpu') or torch.Generator('{self.device.type}')")
+        with oom_hint("VAE encoding"), torch.no_grad():
+            dist = self.vae.encode(images.to(self.device, self.vae_dtype)).latent_dist
+            latents = dist.sample(generator=generator) if sample else dist.mean
+        return (latents - self.shift_factor) * self.scaling_factor
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents -> images in ``[-1, 1]``: ``vae.decode(z / scaling_factor + shift)``, clamped."""
+        if not isinstance(latents, torch.Tensor) or latents.ndim != 4 or latents.shape[1] != self.latent_channels:
+            shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+            raise ValueError(f"latents must be a tensor (B, {self.latent_channels}, h, w), got {shape}")
+        z = latents.to(self.device, self.vae_dtype) / self.scaling_factor + self.shift_factor
+        with oom_hint("VAE decoding"):
+            return self.vae.decode(z).sample.clamp(-1, 1)
+
+    @torch.no_grad()
+    def encode_prompt(self, prompts: Sequence[str]) -> torch.Tensor:
+        """CLIP embeddings ``(B, 77, D)`` of the last hidden layer, as the SD pipelines use them.
+
+        Prompts are padded to ``tokenizer.model_max_length`` and truncated; ``""`` (padding
+        only) is the unconditional branch.
+        """
+        if self.text_encoder is None or self.tokenizer is None:
+            raise ValueError("this model was built without a text encoder/tokenizer; pass embeddings directly")
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not all(isinstance(p, str) for p in prompts):
+            raise ValueError(f"prompts must be strings, got {[type(p).__name__ for p in prompts]}")
+        tokens = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
+                                truncation=True, return_tensors="pt")
+        # SD 1.x/2.x text encoders are used without an attention mask unless their config asks.
+        use_mask = getattr(self.text_encoder.config, "use_attention_mask", False)
+        mask = tokens.attention_mask.to(self.device) if use_mask else None
+        with oom_hint("text encoding"):
+            return self.text_encoder(tokens.input_ids.to(self.device), attention_mask=mask)[0].to(self.dtype)
+
+    def predict_noise(self, latents: torch.Tensor, labels: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+        """``eps(z, t, c)`` from one batched UNet call; returned in the dtype of ``latents``.
+
+        ``labels`` are float timestep labels ``(B,)`` (fractional allowed: the UNet's sinusoidal
+        time embedding is defined for any real ``t``). v- and x0-predictions are converted to
+        epsilon with ``abar`` interpolated at the label (:func:`cfginv_lite.ddim.abar_at`).
+        Gradients flow when the caller enables them (null-text inversion optimises embeddings).
+        """
+        batch = latents.shape[0]
+        labels = torch.as_tensor(labels, dtype=torch.float32).reshape(-1)
+        if labels.numel() == 1:
+            labels = labels.expand(batch)
+        if labels.numel() != batch:
+            raise ValueError(f"{labels.numel()} timestep labels for a batch of {batch} latents")
+        with oom_hint(f"a UNet call (batch {batch}, latents {tuple(latents.shape[1:])}, {self.dtype})"):
+            out = self.unet(latents.to(self.device, self.dtype), labels.to(self.device),
+                            encoder_hidden_states=embeddings.to(self.device, self.dtype)).sample
+        return self._to_epsilon(out, latents, labels)
+
+    def _to_epsilon(self, out: torch.Tensor, latents: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Convert the raw UNet output to epsilon, in float32, then to the latents' dtype."""
+        if self.prediction_type == "epsilon":
+            return out.to(latents.dtype)
+        abar = self._abar(labels.to(out.device))
+        z = latents.to(out.device, torch.float32)
+        if self.prediction_type == "v_prediction":
+            return v_to_epsilon(out.float(), z, abar).to(latents.dtype)
+        # "sample": z = a x0 + b eps  =>  eps = (z - a x0) / b   (b > 0 for every t >= 0 of SD)
+        abar = abar.to(out.device, torch.float64).view(-1, *([1] * (z.ndim - 1)))
+        a, b = abar.sqrt().float(), (1 - abar).sqrt().float()
+        return ((z - a * out.float()) / b).to(latents.dtype)
+
+    def _abar(self, labels: torch.Tensor) -> torch.Tensor:
+        """:func:`cfginv_lite.ddim.abar_at` (linear in ``t``) on the labels' device, so a v-prediction
+        model does not force a GPU -> CPU sync on every call."""
+        table = self._abar_table
+        t = labels.to(table.dtype).clamp(0, len(table) - 1)
+        lo = t.floor().long()
+        hi = (lo + 1).clamp(max=len(table) - 1)
+        frac = t - lo.to(table.dtype)
+        return table[lo] * (1 - frac) + table[hi] * frac
+
+    # Validation ---------------------------------------------------------------------
+    def _check_images(self, images: Any) -> torch.Tensor:
+        if not isinstance(images, torch.Tensor):
+            raise ValueError(f"images must be a torch.Tensor (B, 3, H, W) in [-1, 1], got {type(images).__name__}; "
+                             "use cfginv_lite.images.load_image for files and PIL images")
+        if images.ndim == 3:
+            raise ValueError(f"images must be batched (B, 3, H, W), got {tuple(images.shape)}; use images[None]")
+        if images.ndim != 4 or images.shape[1] != 3:
+            hint = " (RGBA? composite it with load_image)" if images.ndim == 4 and images.shape[1] == 4 else ""
+            raise ValueError(f"images must have shape (B, 3, H, W){hint}, got {tuple(images.shape)}")
+        if not images.is_floating_point():
+            raise ValueError(f"images must be floating point in [-1, 1], got dtype {images.dtype}")
+        h, w = images.shape[-2:]
+        f = self.vae_scale_factor
+        if h % f or w % f:
+            raise ValueError(f"image height and width must be multiples of {f}, got {h}x{w}")
+        if (h, w) != self.image_size:
+            raise ValueError(f"images are {h}x{w} but the model is set up for {self.image_size[0]}x"
+                             f"{self.image_size[1]}; call model.set_image_size(({h}, {w})) or resize the images")
+        lo, hi = float(images.min()), float(images.max())
+        if not (lo >= -1.001 and hi <= 1.001):  # also catches NaN
+            raise ValueError(f"images must lie in [-1, 1], got values in [{lo:.3g}, {hi:.3g}] "
+                             "(pixels in [0, 255] or [0, 1]? use load_image, which scales them)")
+        return images
+
+
+# --------------------------------------------------------------------------- loading
+def load_stable_diffusion(model_id: str | os.PathLike[str] = DEFAULT_MODEL_ID, device: str | torch.device | None = None,
+                          dtype: str | torch.dtype | None = None, image_size: int | tuple[int, int] = 512,
+                          local_files_only: bool | None = None, **kwargs: Any) -> StableDiffusionModel:
+    """Load a Stable Diffusion checkpoint (hub id or local pipeline folder) as a model.
+
+    ``device``: ``None`` -> CUDA if available else CPU. ``dtype``: ``None`` -> fp16 on CUDA,
+    fp32 on CPU; fp16 on the CPU is refused; bf16 is allowed. ``local_files_only``: ``None``
+    -> ``True`` when ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) is set. Other keyword
+    arguments (``revision``, ``variant``, ``cache_dir``, ``token``, ...) go to ``from_pretrained``.
+    For SD 2.1 at 768 px pass ``image_size=768``. Known ids: :data:`KNOWN_MODEL_IDS`.
+
+    Raises :class:`ModelNotAvailableError` (an ``OSError``) when the weights are neither cached
+    nor downloadable, and ``ValueError`` for a malformed id, device or dtype.
+    """
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    source, is_local = _check_model_id(model_id)
+    if local_files_only is None:
+        local_files_only = _offline_from_env()
+    hub = {k: v for k, v in kwargs.items() if k in _HUB_KWARGS}
+    common = dict(local_files_only=bool(local_files_only))
+
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer  # lazily: heavy import
+
+    def load(component: str, fn: Any) -> Any:
+        try:
+            return fn()
+        except _not_available_errors() as err:
+            raise ModelNotAvailableError(_not_available_message(source, is_local, component, err,
+                                                                bool(local_files_only))) from None
+
+    # The small files first, so a missing checkpoint fails before gigabytes are read.
+    scheduler_config = load("scheduler", lambda: DDIMScheduler.load_config(
+        source, subfolder="scheduler", **common, **hub))
+    tokenizer = load("tokenizer", lambda: CLIPTokenizer.from_pretrained(
+        source, subfolder="tokenizer", **common, **hub))
+    text_encoder = load("text_encoder", lambda: CLIPTextModel.from_pretrained(
+        source, subfolder="text_encoder", **common, **kwargs))
+    vae = load("vae", lambda: AutoencoderKL.from_pretrained(source, subfolder="vae", **common, **kwargs))
+    unet = load("unet", lambda: UNet2DConditionModel.from_pretrained(
+        source, subfolder="unet", torch_dtype=dt, **common, **kwargs))
+    _check_tokenizer(tokenizer, text_encoder, source)
+    return StableDiffusionModel(unet, vae, text_encoder, tokenizer, dict(scheduler_config), dev, dt, image_size)
+
+
+def _check_tokenizer(tokenizer: Any, text_encoder: nn.Module, source: str) -> None:
+    """transformers 5 silently builds an *empty* tokenizer when tokenizer/ lacks its files."""
+    size, vocab = len(tokenizer), int(text_encoder.config.vocab_size)
+    if size < 258:  # fewer tokens than CLIP's 256-symbol byte alphabet plus its 2 special tokens
+        raise ModelNotAvailableError(
+            f"the 'tokenizer' component of {source!r} has only {size} tokens: its tokenizer/ files (vocab.json, "
+            "merges.txt) are missing or incomplete; re-download the model")
+    if size > vocab:
+        raise ModelNotAvailableError(f"the 'tokenizer' component of {source!r} has {size} tokens but its text "
+                                     f"encoder only {vocab} embeddings: tokenizer/ and text_encoder/ do not match")
+
+
+def _offline_from_env() -> bool:
+    """Read the offline switches now (huggingface_hub reads them once, at import)."""
+    values = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
+    if any(v.strip().upper() in ("1", "ON", "YES", "TRUE") for v in values):
+        return True
+    try:
+        from huggingface_hub import is_offline_mode
+    except ImportError:  # older huggingface_hub
+        return False
+    return bool(is_offline_mode())
+
+
+def _check_model_id(model_id: Any) -> tuple[str, bool]:
+    """Return ``(source, is_local_folder)``; ``ValueError`` for a malformed hub id."""
+    if not isinstance(model_id, (str, os.PathLike)) or not os.fspath(model_id).strip():
+        raise ValueError(f"model_id must be a hub id like {DEFAULT_MODEL_ID!r} or a local folder, got {model_id!r}")
+    text = os.fspath(model_id)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return str(path), True
+    if isinstance(model_id, os.PathLike) or os.path.isabs(text) or text.startswith((".", "~")) or "\\" in text:
+        raise ModelNotAvailableError(f"no Stable Diffusion folder at {text!r} (it does not exist); pass an existing "
+                                     "folder with unet/, vae/, text_encoder/, tokenizer/ and scheduler/ subfolders, "
+                                     f"or a hub id such as {DEFAULT_MODEL_ID!r}")
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(text)
+    except ValueError as err:  # HFValidationError
+        raise ValueError(f"invalid model id {text!r} (and no local folder has that name): {err} "
+                         "Hub ids look like 'owner/name' (letters, digits, "
+                         f"'-', '_', '.'), e.g. {DEFAULT_MODEL_ID!r}; known ids: {list(KNOWN_MODEL_IDS)}") from None
+    return text, False
+
+
+def _not_available_errors() -> tuple[type[BaseException], ...]:
+    """OSError covers huggingface_hub's LocalEntryNotFound/RepositoryNotFound/Gated/HTTP errors."""
+    errors: list[type[BaseException]] = [OSError]
+    try:
+        import httpx
+
+        errors.append(httpx.TransportError)  # raw connection errors, should one escape the hub client
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def _not_available_message(source: str, is_local: bool, component: str, err: BaseException, offline: bool) -> str:
+    reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    if is_local:
+        return (f"cannot load the {component!r} component of the Stable Diffusion folder {source!r} ({reason}). "
+                "A pipeline folder needs unet/, vae/, text_encoder/, tokenizer/ and scheduler/ subfolders "
+                "(as written by `huggingface-cli download` or DiffusionPipeline.save_pretrained).")
+    if type(err).__name__ == "GatedRepoError" or "401" in reason or "403" in reason:
+        how = (f"The repository is gated or private: accept its licence on https://huggingface.co/{source} "
+               "and log in with `huggingface-cli login` (or pass token=...).")
+    elif offline:
+        how = "Offline mode is on (HF_HUB_OFFLINE=1 or local_files_only=True) and the files are not in the local cache."
+    else:
+        how = ("The files are not in the local cache and the Hugging Face Hub could not be reached "
+               "(or has no such repository).")
+    return (f"Stable Diffusion weights for {source!r} are not available: could not load its {component!r} "
+            f"({reason}). {how} To get them, on a machine with internet access run "
+            f"`huggingface-cli download {source}` (or `hf download {source}`), then point HF_HOME at that cache "
+            "(default ~/.cache/huggingface), or pass the path of a downloaded pipeline folder as model_id. "
+            f"Known ids: {', '.join(KNOWN_MODEL_IDS)}.")
+
+
+# --------------------------------------------------------------------------- tiny model for tests
+def tiny_unet_config(image_size: int = 64, cross_attention_dim: int = 32) -> dict[str, Any]:
+    """SD's UNet block types with tiny channels (a few hundred thousand parameters)."""
+    return dict(
+        sample_size=image_size // 8, in_channels=4, out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=cross_attention_dim,
+        attention_head_dim=8, norm_num_groups=16,
+    )
+
+
+def tiny_vae_config(image_size: int = 64, scaling_factor: float = 0.18215) -> dict[str, Any]:
+    """SD's AutoencoderKL layout with tiny channels: 4 blocks, hence SD's downsample factor 8."""
+    return dict(
+        in_channels=3, out_channels=3, latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 16, 16, 16), layers_per_block=1, norm_num_groups=8,
+        sample_size=image_size, scaling_factor=scaling_factor,
+    )
+
+
+def _bytes_to_unicode() -> list[str]:
+    """CLIP's byte -> printable-character table (the alphabet of its byte-level BPE)."""
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    cs = list(bs)
+    extra = 0
+    for b in range(256):
+        if b not in bs:  # unprintable bytes map to code points 256, 257, ...
+            bs.append(b)
+            cs.append(256 + extra)
+            extra += 1
+    return [chr(c) for c in cs]
+
+
+_TINY_MERGES = ("t h", "th e</w>", "a n", "an d</w>", "o f</w>", "p h", "ph o")
+
+
+def build_tiny_tokenizer(directory: str | os.PathLike[str] | None = None, model_max_length: int = 77) -> Any:
+    """A real ``CLIPTokenizer`` from a tiny byte-level vocab written to ``directory`` (no download)."""
+    from transformers import CLIPTokenizer
+
+    chars = _bytes_to_unicode()
+    tokens = [*chars, *(c + "</w>" for c in chars), *("".join(m.split()) for m in _TINY_MERGES)]
+    tokens = list(dict.fromkeys(tokens)) + ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {tok: i for i, tok in enumerate(tokens)}
+    with contextlib.ExitStack() as stack:
+        folder = Path(directory) if directory is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+        (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(_TINY_MERGES) + "\n", encoding="utf-8")
+        return CLIPTokenizer.from_pretrained(str(folder), model_max_length=model_max_length, local_files_only=True)
+
+
+def build_tiny_stable_diffusion(seed: int = 0, image_size: int = 64, prediction_type: str = "epsilon", *,
+                                scaling_factor: float = 0.18215) -> StableDiffusionModel:
+    """Random-weight Stable Diffusion of the real architecture, tiny, built offline (CPU, fp32).
+
+    UNet2DConditionModel, AutoencoderKL, CLIPTextModel and CLIPTokenizer exactly as SD uses
+    them, with tiny widths; SD 1.x scheduler config with ``prediction_type`` overridden. The
+    same ``seed`` gives bitwise-identical weights (the global RNG is left untouched).
+    """
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = build_tiny_tokenizer()
+    text_config = CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, max_position_embeddings=tokenizer.model_max_length, projection_dim=32,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        text_encoder = CLIPTextModel(text_config)
+        vae = AutoencoderKL(**tiny_vae_config(image_size, scaling_factor))
+        unet = UNet2DConditionModel(**tiny_unet_config(image_size, text_config.hidden_size))
+    scheduler_config = {**SD1_SCHEDULER_CONFIG, "prediction_type": prediction_type}
+    return StableDiffusionModel(unet, vae, text_encoder, tokenizer, scheduler_config, "cpu", torch.float32, image_size)
+
+
+__all__ = [
+    "DEFAULT_MODEL_ID", "KNOWN_MODEL_IDS", "ModelNotAvailableError", "StableDiffusionModel",
+    "build_tiny_stable_diffusion", "load_stable_diffusion", "oom_hint", "resolve_device", "resolve_dtype",
+]

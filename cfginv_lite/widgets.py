@@ -1,0 +1,609 @@
+"""Step-by-step views of solver traces: a static montage and a kernel-free widget explorer.
+
+Both views take one or more :class:`~cfginv_lite.trace.Trace` (recorded by a
+:class:`~cfginv_lite.trace.TraceRecorder` passed as a solver's ``callback``) and, optionally,
+a *reference* trajectory: the latents the trace should have produced, e.g. the true sampling
+trajectory of a generated image. The error at a step is the RMSE between the trace's latent
+and the reference latent **at the same noise level**.
+
+* :func:`step_montage` returns a plain matplotlib figure: it renders on GitHub, in nbval and
+  on paper.
+* :func:`step_explorer` returns an ipywidgets view whose frames are pre-rendered PNGs inside
+  ``Stack`` containers, switched by ``jslink``-ed controls. Nothing runs in the kernel when the
+  slider moves, so the view keeps working from a notebook saved with its widget state
+  (``tools/execute_notebooks.py`` saves it): nbviewer, ``nbconvert --to html`` (whose page
+  loads the widget renderer from a CDN), and JupyterLab with no cell run, once the notebook is
+  trusted (JupyterLab renders widget outputs of untrusted notebooks as their text repr).
+"""
+from __future__ import annotations
+
+import html
+import io
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, Union
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.gridspec import GridSpec
+
+from .trace import Trace
+
+#: A reference trajectory: a Trace (aligned by noise level), an array shaped like the trace's
+#: tensors ``(S, B, C, h, w)`` (aligned by step), or ``{level: (B, C, h, w)}``.
+Reference = Union[Trace, np.ndarray, Mapping[int, Any]]
+ChannelMode = Literal["auto", "mean", "rgb"]
+
+ERROR_LABEL = "RMSE vs reference"
+LEVEL_LABEL = "noise level t (after the step)"
+_DPI = 72  # small figures keep committed notebooks small
+
+
+# --------------------------------------------------------------------------- data helpers
+def _as_traces(traces: Trace | Sequence[Trace]) -> list[Trace]:
+    out = [traces] if isinstance(traces, Trace) else list(traces)
+    if not out:
+        raise ValueError("need at least one Trace")
+    for tr in out:
+        if not isinstance(tr, Trace):
+            raise ValueError(f"expected Trace objects (TraceRecorder.finish()), got {type(tr).__name__}")
+    return out
+
+
+def _method_names(traces: Sequence[Trace]) -> list[str]:
+    """Trace names, made unique so they can label rows and selector options."""
+    names: list[str] = []
+    for i, tr in enumerate(traces):
+        name = tr.method or f"trace {i}"
+        base, k = name, 2
+        while name in names:
+            name, k = f"{base} ({k})", k + 1
+        names.append(name)
+    return names
+
+
+def _tensor(trace: Trace, key: str) -> np.ndarray:
+    if key not in trace.tensors:
+        raise ValueError(
+            f"trace {trace.method!r} has no {key!r} tensors (it has {sorted(trace.tensors)}); "
+            f"record them with TraceRecorder(keep=(..., {key!r}))"
+        )
+    return np.asarray(trace.tensors[key], dtype=np.float32)
+
+
+def _pool_to(x: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Average-pool ``x[..., H, W]`` to ``hw`` when the factor is an integer (as TraceRecorder does)."""
+    H, W = x.shape[-2:]
+    h, w = hw
+    if (H, W) == (h, w):
+        return x
+    if H % h or W % w or H // h != W // w:
+        raise ValueError(f"reference spatial size {(H, W)} cannot be pooled to the trace's {(h, w)}")
+    f = H // h
+    return x.reshape(*x.shape[:-2], h, f, w, f).mean(axis=(-3, -1))
+
+
+def _levels_of(reference: Trace, key: str) -> dict[int, np.ndarray]:
+    """``{noise level: latent (B, C, h, w)}`` from a reference trace (``latent_prev`` adds its start)."""
+    levels: dict[int, np.ndarray] = {}
+    lat = _tensor(reference, key)
+    if key == "latent" and "latent_prev" in reference.tensors:
+        prev = np.asarray(reference.tensors["latent_prev"], dtype=np.float32)
+        for j, t in enumerate(reference.t_from):
+            levels[int(t)] = prev[j]
+    for j, t in enumerate(reference.t_to):
+        levels[int(t)] = lat[j]
+    return levels
+
+
+def align_reference(trace: Trace, reference: Reference | None, key: str = "latent") -> np.ndarray | None:
+    """The reference latents matching ``trace.tensors[key]`` step by step, ``(S, B, C, h, w)``.
+
+    * ``Trace``: aligned by noise level (the reference latent at each step's ``t_to``), so an
+      inversion trace (levels going up) can be compared with a sampling trace (levels going
+      down). Levels the reference lacks give NaN.
+    * array ``(S, B, C, H, W)`` (or ``(S, C, H, W)``): taken step by step; larger spatial sizes
+      are average-pooled to the trace's size by an integer factor.
+    * ``{level: (B, C, H, W)}``: looked up by each step's ``t_to``.
+    """
+    if reference is None:
+        return None
+    x = _tensor(trace, key)
+    S, B, C, h, w = x.shape
+    if isinstance(reference, Trace):
+        reference = _levels_of(reference, key)
+    if isinstance(reference, Mapping):
+        out = np.full_like(x, np.nan)
+        for i, t in enumerate(trace.t_to):
+            ref = reference.get(int(t))
+            if ref is not None:
+                ref = _pool_to(np.asarray(ref, dtype=np.float32), (h, w))
+                out[i] = np.broadcast_to(ref.reshape(-1, C, h, w), (B, C, h, w))
+        return out
+    ref = _pool_to(np.asarray(reference, dtype=np.float32), (h, w))
+    if ref.ndim == 4:
+        ref = ref[:, None]
+    if ref.ndim != 5 or ref.shape[0] != S or ref.shape[2] != C or ref.shape[1] not in (1, B):
+        raise ValueError(f"reference of shape {ref.shape} does not match trace {key!r} of shape {x.shape}")
+    return np.broadcast_to(ref, x.shape)
+
+
+def error_curve(trace: Trace, reference: Reference, key: str = "latent") -> np.ndarray:
+    """Per-step RMSE between ``trace`` and ``reference``, averaged over the batch: shape ``(S,)``.
+
+    RMSE is taken per image over all latent entries, ``sqrt(mean((z - z_ref)^2))`` in latent
+    units, then averaged over images; steps without a reference are NaN.
+    """
+    ref = align_reference(trace, reference, key)
+    if ref is None:
+        raise ValueError("error_curve needs a reference")
+    return _rmse(_tensor(trace, key), ref)
+
+
+def solver_residual(trace: Trace) -> np.ndarray | None:
+    """The solver's own per-step residual (compensated solvers), batch-averaged, or ``None``."""
+    values = trace.scalars.get("residual")
+    if not values or all(v is None for v in values):
+        return None
+    return np.array([np.nan if v is None else float(np.mean(v)) for v in values])
+
+
+def _curves(traces: Sequence[Trace], refs: Sequence[np.ndarray | None], key: str
+            ) -> tuple[list[np.ndarray | None], str]:
+    """Error-vs-step curves for the views: vs reference if given, else the solver residual."""
+    if any(r is not None for r in refs):
+        curves = [None if r is None else _rmse(_tensor(tr, key), r) for tr, r in zip(traces, refs)]
+        return curves, f"{ERROR_LABEL} (latent units)"
+    curves = [solver_residual(tr) for tr in traces]
+    return curves, "solver residual (latent units)"
+
+
+def _rmse(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Per-step RMSE per image over all entries, batch-averaged; NaN where there is no reference."""
+    d = (x - ref).reshape(*x.shape[:2], -1)
+    per_image = np.sqrt(np.mean(d ** 2, axis=-1))  # (S, B)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN steps: "mean of empty slice"
+        return np.nanmean(per_image, axis=1)
+
+
+def _resolve_refs(traces: Sequence[Trace], reference: Reference | list[Reference | None] | None,
+                  key: str) -> list[np.ndarray | None]:
+    """One reference for all traces, or a ``list`` of references, one per trace."""
+    if isinstance(reference, list):
+        if len(reference) != len(traces):
+            raise ValueError(f"{len(reference)} references for {len(traces)} traces")
+        return [align_reference(tr, r, key) for tr, r in zip(traces, reference)]
+    return [align_reference(tr, reference, key) for tr in traces]
+
+
+def _pick(n: int, k: int) -> list[int]:
+    """``k`` evenly spaced indices in ``range(n)`` that include the first and the last."""
+    if n <= k:
+        return list(range(n))
+    return sorted({int(round(v)) for v in np.linspace(0, n - 1, k)})
+
+
+# --------------------------------------------------------------------------- image helpers
+def _display(x: np.ndarray, channels: ChannelMode = "auto") -> np.ndarray:
+    """``(C, h, w)`` -> ``(h, w)`` grey or ``(h, w, 3)`` RGB (first 3 channels, e.g. SD's 4)."""
+    C = x.shape[0]
+    if C == 1:
+        return x[0]
+    if channels == "mean" or (channels == "auto" and C == 2):
+        return x.mean(axis=0)
+    return np.moveaxis(x[:3], 0, -1)
+
+
+def _to_rgb8(img: np.ndarray, vmin: float, vmax: float, cmap: str) -> np.ndarray:
+    """Scale to [0, 1] with fixed limits (comparable across frames) and colour-map greys."""
+    span = vmax - vmin if vmax > vmin else 1.0
+    v = np.clip((np.nan_to_num(img, nan=vmin) - vmin) / span, 0, 1)
+    if v.ndim == 2:
+        v = matplotlib.colormaps[cmap](v)[..., :3]
+    return (v * 255 + 0.5).astype(np.uint8)
+
+
+def _png(rgb: np.ndarray, zoom: int = 1) -> bytes:
+    """PNG bytes, upsampled with nearest neighbour (8x8 latents stay crisp), palette-compressed."""
+    from PIL import Image
+
+    im = Image.fromarray(rgb)
+    if zoom > 1:
+        im = im.resize((im.width * zoom, im.height * zoom), Image.NEAREST)
+    im = im.quantize(colors=128, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def _png_size(png: bytes) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk."""
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
+def _image(W: Any, png: bytes, layout: Any) -> Any:
+    """An ``ipywidgets.Image`` at its natural pixel size: without explicit width/height, flex
+    boxes stretch it to their height and distort or crop it."""
+    w, h = _png_size(png)
+    return W.Image(value=png, format="png", width=str(w), height=str(h), layout=layout)
+
+
+def _robust_max(x: np.ndarray) -> float:
+    finite = np.abs(x[np.isfinite(x)])
+    return float(np.percentile(finite, 99.5)) if finite.size else 1.0
+
+
+# --------------------------------------------------------------------------- static montage
+def step_montage(
+    traces: Trace | Sequence[Trace],
+    reference: Reference | list[Reference | None] | None = None,
+    steps: Sequence[int] | None = None,
+    *,
+    key: str = "latent",
+    image: int = 0,
+    max_columns: int = 6,
+    decode: Callable[[np.ndarray], np.ndarray] | None = None,
+    channels: ChannelMode = "auto",
+    log_error: bool = False,
+    dpi: int = _DPI,
+    cell_inches: float = 1.2,
+) -> Figure:
+    """Static montage: rows = methods, columns = steps, plus an error-vs-step curve per method.
+
+    For each method, one row shows ``trace.tensors[key]`` (or ``decode`` of it) for image
+    ``image`` at the selected ``steps`` (indices into the trace; default: up to ``max_columns``
+    evenly spaced, first and last included). With a ``reference``, a second row shows the
+    error map ``latent - reference`` (shared, symmetric colour scale) and the last column plots
+    the per-step RMSE (:func:`error_curve`) against the noise level. Without one, the curve
+    shows the solver's own residual if the trace has one.
+
+    ``decode`` maps latents ``(B, C, h, w)`` to images ``(B, C', H, W)`` in ``[-1, 1]``
+    (e.g. ``lambda z: z.clip(-1, 1)`` for the digits model). Returns a closed figure (it is
+    displayed once, as the cell's value, and not again by pyplot).
+    """
+    trs = _as_traces(traces)
+    names = _method_names(trs)
+    refs = _resolve_refs(trs, reference, key)
+    curves, ylabel = _curves(trs, refs, key)
+    has_ref = any(r is not None for r in refs)
+    has_curve = any(c is not None for c in curves)
+    n_steps = max(len(tr) for tr in trs)
+    cols = list(steps) if steps is not None else _pick(n_steps, max_columns)
+    if not cols:
+        raise ValueError("no steps selected")
+    if any(not 0 <= s < n_steps for s in cols):
+        raise ValueError(f"steps must lie in [0, {n_steps - 1}], got {list(cols)}")
+
+    rows_per = 2 if has_ref else 1
+    n_rows = len(trs) * rows_per
+    width_ratios = [1.0] * len(cols) + ([0.6, 3.2] if has_curve else [])
+    height_ratios = [1.0] * n_rows + ([0.12] if has_ref else [])
+    # Fixed margins in inches (row labels left, titles top, curve labels bottom), cells square.
+    left, right, top, bottom = 0.75, 0.15, 0.5, 0.55
+    fig_w = cell_inches * sum(width_ratios) * 1.08 + left + right
+    fig_h = cell_inches * sum(height_ratios) * 1.15 + top + bottom
+    fig = plt.figure(figsize=(fig_w, fig_h), dpi=dpi)
+    gs = GridSpec(len(height_ratios), len(width_ratios), figure=fig, width_ratios=width_ratios,
+                  height_ratios=height_ratios, wspace=0.08, hspace=0.15, left=left / fig_w,
+                  right=1 - right / fig_w, top=1 - top / fig_h, bottom=bottom / fig_h)
+
+    lat = [_tensor(tr, key) for tr in trs]
+    shown = [decode(z) if decode is not None else z for z in lat]
+    vmax_img = 1.0 if decode is not None else max(_robust_max(s[:, image]) for s in shown)
+    diffs = [None if r is None else z - r for z, r in zip(lat, refs)]
+    vmax_err = max((_robust_max(d[:, image]) for d in diffs if d is not None), default=1.0) or 1.0
+    err_im = None
+
+    for m, (tr, name) in enumerate(zip(trs, names)):
+        r0 = m * rows_per
+        for j, s in enumerate(cols):
+            ax = fig.add_subplot(gs[r0, j])
+            ax.set_xticks([]), ax.set_yticks([])
+            if s < len(tr):
+                img = _display(shown[m][s, image], channels)
+                if img.ndim == 3:  # RGB: imshow ignores vmin/vmax, so scale here
+                    img = _to_rgb8(img, -vmax_img, vmax_img, "gray")
+                ax.imshow(img, cmap="gray", vmin=-vmax_img, vmax=vmax_img, interpolation="nearest")
+                if m == 0:
+                    ax.set_title(f"step {s}\nt {tr.t_from[s]:.0f}→{tr.t_to[s]:.0f}", fontsize=8)
+            if j == 0:
+                ax.set_ylabel(f"{name}\n{'decoded' if decode else key}", fontsize=8, color=f"C{m}")
+            if has_ref:
+                ax = fig.add_subplot(gs[r0 + 1, j])
+                ax.set_xticks([]), ax.set_yticks([])
+                if s < len(tr) and diffs[m] is not None:
+                    err = diffs[m][s, image]
+                    err_im = ax.imshow(err.mean(axis=0) if err.shape[0] != 1 else err[0], cmap="RdBu_r",
+                                       vmin=-vmax_err, vmax=vmax_err, interpolation="nearest")
+                if j == 0:
+                    ax.set_ylabel(f"{name}\nerror", fontsize=8, color=f"C{m}")
+    if has_curve:  # one axes, one curve per method: naive and compensated compare directly
+        ax = fig.add_subplot(gs[:n_rows, -1])
+        for m, (tr, name, c) in enumerate(zip(trs, names, curves)):
+            if c is None:
+                continue
+            ax.plot(tr.t_to, c, marker="o", ms=3, color=f"C{m}", label=name)
+            sel = [s for s in cols if s < len(tr)]
+            ax.plot(tr.t_to[sel], c[sel], "o", ms=7, mfc="none", color="k")
+        if log_error:
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(bottom=0)
+        ax.set_xlabel(LEVEL_LABEL, fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.set_title("error per step (circles: steps shown)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, frameon=False)
+    if err_im is not None:
+        cax = fig.add_subplot(gs[-1, : max(1, len(cols) // 2 + 1)])
+        cb = fig.colorbar(err_im, cax=cax, orientation="horizontal")
+        cb.set_label(f"error map: {key} − reference (latent units)", fontsize=7)
+        cb.ax.tick_params(labelsize=6)
+    plt.close(fig)  # shown once as the cell's value, never again by the inline backend
+    return fig
+
+
+# --------------------------------------------------------------------------- widget explorer
+def _curve_frames(trs: Sequence[Trace], names: Sequence[str], curves: Sequence[np.ndarray | None],
+                  frame_steps: Sequence[int], ylabel: str, log_error: bool, dpi: int) -> list[bytes]:
+    """One PNG per frame: all methods' curves, the frame's step marked.
+
+    The curves are drawn once by matplotlib; each frame only adds a marker with PIL at the
+    pixel position matplotlib reports, so 50 frames cost one figure render.
+    """
+    from PIL import Image, ImageDraw
+
+    fig = plt.figure(figsize=(5.0, 3.3), dpi=dpi)
+    ax = fig.add_subplot()
+    for m, (tr, name, c) in enumerate(zip(trs, names, curves)):
+        if c is not None:
+            ax.plot(tr.t_to, c, marker="o", ms=3, lw=1.4, color=f"C{m}", label=name)
+    if log_error:
+        ax.set_yscale("log")
+    ax.set_xlabel(LEVEL_LABEL, fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.tick_params(labelsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    fig.canvas.draw()
+    base = Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
+    H = base.height
+    top, bottom = H - ax.bbox.y1, H - ax.bbox.y0
+    pts: list[list[tuple[float, float] | None]] = []
+    for f, s in enumerate(frame_steps):
+        row = []
+        for tr, c in zip(trs, curves):
+            if c is None or s >= len(tr) or not np.isfinite(c[s]):
+                row.append(None)
+                continue
+            x, y = ax.transData.transform((tr.t_to[s], c[s]))
+            row.append((float(x), float(H - y)))
+        pts.append(row)
+    plt.close(fig)
+    frames = []
+    for f, s in enumerate(frame_steps):
+        im = base.copy()
+        draw = ImageDraw.Draw(im)
+        xs = [p[0] for p in pts[f] if p is not None]
+        if xs:
+            draw.line([(xs[0], top), (xs[0], bottom)], fill=(120, 120, 120), width=1)
+        for m, p in enumerate(pts[f]):
+            if p is not None:
+                rgb = tuple(int(255 * v) for v in matplotlib.colors.to_rgb(f"C{m}"))
+                draw.ellipse([p[0] - 5, p[1] - 5, p[0] + 5, p[1] + 5], outline=(0, 0, 0), fill=rgb, width=1)
+        frames.append(_png(np.asarray(im)))
+    return frames
+
+
+class StepExplorer:
+    """Handles to the parts of a :func:`step_explorer` view (for tests and customisation).
+
+    ``widget`` is the ipywidgets box to display; displaying the explorer itself shows it.
+    """
+
+    def __init__(self, widget: Any, slider: Any, play: Any, selector: Any, stacks: list[Any],
+                 links: list[Any], frame_steps: list[int], methods: list[str]) -> None:
+        self.widget, self.slider, self.play, self.selector = widget, slider, play, selector
+        self.stacks, self.links, self.frame_steps, self.methods = stacks, links, frame_steps, methods
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        # A short, deterministic text/plain: nbval compares it (and skips the widget-view JSON).
+        bundle["text/plain"] = repr(self)
+        return bundle
+
+    def __repr__(self) -> str:
+        return f"StepExplorer(methods={self.methods!r}, frames={len(self.frame_steps)})"
+
+
+def step_explorer(
+    traces: Trace | Sequence[Trace],
+    reference: Reference | list[Reference | None] | None = None,
+    *,
+    key: str = "latent",
+    image: int = 0,
+    max_frames: int = 50,
+    decode: Callable[[np.ndarray], np.ndarray] | None = None,
+    channels: ChannelMode = "auto",
+    panel_px: int = 112,
+    max_latent_px: int = 32,
+    log_error: bool = False,
+    interval_ms: int = 600,
+    dpi: int = _DPI,
+) -> StepExplorer:
+    """Interactive step explorer that needs no kernel: pre-rendered frames switched in the browser.
+
+    Per method and frame one PNG shows, side by side, the ``key`` latent (and ``decode`` of it,
+    if given), the error map vs ``reference`` and the noise estimate (if the trace kept
+    ``"noise"``); one PNG per frame plots every method's error-vs-step curve with the frame's
+    step marked. A ``Play`` button and an ``IntSlider`` pick the frame, a ``ToggleButtons``
+    picks one method or "all methods" (to compare naive and compensated traces at once). All
+    controls are connected with ``jslink`` to ``Stack.selected_index``, so the view also works
+    from saved widget state (static HTML, nbviewer, a notebook opened without running it).
+
+    Notebook size is bounded two ways: traces longer than ``max_frames`` steps are subsampled
+    (first and last kept), and latents are average-pooled to at most ``max_latent_px`` pixels a
+    side (a 4x64x64 SD latent shows its first 3 channels as RGB at 32x32, or their mean with
+    ``channels="mean"``). The 8x8 digits cost about ``frames x (methods x 1.5 kB + 5 kB)`` of
+    PNG; a warning says when all frames exceed 1 MB. ``panel_px`` is the on-screen panel size
+    (nearest-neighbour upsampling). Returns a :class:`StepExplorer`; display it.
+    """
+    import ipywidgets as W
+    from ipywidgets.widgets.widget_string import HTMLStyle
+
+    if max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    trs = _as_traces(traces)
+    names = _method_names(trs)
+    refs = _resolve_refs(trs, reference, key)
+    curves, ylabel = _curves(trs, refs, key)
+    n_steps = max(len(tr) for tr in trs)
+    frame_steps = _pick(n_steps, max_frames)
+    subsampled = len(frame_steps) < n_steps
+
+    # Colour limits fixed across frames and methods, so brightness means the same everywhere.
+    def shrink(x: np.ndarray | None) -> np.ndarray | None:
+        """Average-pool to at most ``max_latent_px`` a side: PNG bytes grow with pixels, and a
+        64x64 SD latent at 50 frames x 3 methods would otherwise exceed a notebook's budget."""
+        if x is None:
+            return None
+        H, W_ = x.shape[-2:]
+        f = int(np.ceil(max(H, W_) / max_latent_px))
+        if f <= 1:
+            return x
+        x = x[..., : H - H % f, : W_ - W_ % f]
+        return x.reshape(*x.shape[:-2], x.shape[-2] // f, f, x.shape[-1] // f, f).mean(axis=(-3, -1))
+
+    lat = [shrink(_tensor(tr, key)[:, image]) for tr in trs]
+    vmax_lat = max(_robust_max(z) for z in lat)
+    diffs = [None if r is None else shrink(_tensor(tr, key)[:, image] - r[:, image]) for tr, r in zip(trs, refs)]
+    vmax_err = max((_robust_max(d) for d in diffs if d is not None), default=1.0) or 1.0
+    noise = [tr.tensors.get("noise") for tr in trs]
+    noise = [None if n is None else shrink(np.asarray(n, dtype=np.float32)[:, image]) for n in noise]
+    vmax_noise = max((_robust_max(n) for n in noise if n is not None), default=1.0)
+    decoded = [None if decode is None else shrink(np.asarray(decode(_tensor(tr, key)))[:, image]) for tr in trs]
+
+    panel_names = [key] + (["decoded"] if decode is not None else [])
+    panel_names += ["error vs reference"] if any(d is not None for d in diffs) else []
+    panel_names += ["noise estimate"] if any(n is not None for n in noise) else []
+    h, w = lat[0].shape[-2:]
+    zoom = max(1, panel_px // max(h, w))
+    gap = 4
+
+    def composite(m: int, s: int) -> bytes:
+        from PIL import Image
+
+        tiles = []
+        if s < len(trs[m]):
+            tiles.append(_to_rgb8(_display(lat[m][s], channels), -vmax_lat, vmax_lat, "gray"))
+            if decode is not None:
+                tiles.append(_to_rgb8(_display(decoded[m][s], channels), -1.0, 1.0, "gray"))
+            if "error vs reference" in panel_names:
+                d = diffs[m]
+                err = np.full((h, w), np.nan) if d is None else d[s].mean(axis=0)
+                tiles.append(_to_rgb8(err, -vmax_err, vmax_err, "RdBu_r"))
+            if "noise estimate" in panel_names:
+                n = noise[m]
+                tiles.append(_to_rgb8(np.full((h, w), np.nan) if n is None else _display(n[s], channels),
+                                      -vmax_noise, vmax_noise, "gray"))
+        else:  # this method has fewer steps: blank frame
+            tiles = [np.full((h, w, 3), 255, np.uint8)] * len(panel_names)
+        # Nearest-neighbour upsampling keeps latent pixels crisp; every tile gets the same size.
+        size = (w * zoom, h * zoom)
+        tiles = [np.asarray(Image.fromarray(t).resize(size, Image.NEAREST)) for t in tiles]
+        sep = np.full((h * zoom, gap, 3), 255, np.uint8)
+        row = [tiles[0]]
+        for t in tiles[1:]:
+            row += [sep, t]
+        return _png(np.concatenate(row, axis=1))
+
+    # Shared Layout/Style models: every widget otherwise brings its own (~1 kB each in the
+    # saved widget state), which would outweigh the frames themselves.
+    img_layout = W.Layout(margin="0px")
+    text_layout, text_style, box_layout = W.Layout(), HTMLStyle(), W.Layout()
+
+    def text(value: str) -> Any:
+        return W.HTML(value, layout=text_layout, style=text_style)
+
+    panel_width = w * zoom * len(panel_names) + gap * (len(panel_names) - 1)
+    header_html = "".join(
+        f'<div style="width:{w * zoom}px;margin-right:{gap}px;font-size:11px;text-align:center">{html.escape(p)}</div>'
+        for p in panel_names)
+    header = text(f'<div style="display:flex">{header_html}</div>')
+
+    def method_stack(m: int) -> Any:
+        images = [_image(W, composite(m, s), img_layout) for s in frame_steps]
+        return W.Stack(images, selected_index=0, layout=box_layout)
+
+    method_stacks = [method_stack(m) for m in range(len(trs))]
+    labelled = [W.VBox([text(f"<b style='color:{matplotlib.colors.to_hex(f'C{m}')}'>{html.escape(n)}</b>"),
+                        header, st], layout=box_layout) for m, (n, st) in enumerate(zip(names, method_stacks))]
+    views = labelled + ([W.VBox(labelled, layout=box_layout)] if len(trs) > 1 else [])
+    view_stack = W.Stack(views, selected_index=0, layout=box_layout)
+
+    has_curve = any(c is not None for c in curves)
+    curve_stack = None
+    if has_curve:
+        curve_png = _curve_frames(trs, names, curves, frame_steps, ylabel, log_error, dpi)
+        curve_stack = W.Stack([_image(W, p, img_layout) for p in curve_png],
+                              selected_index=0, layout=box_layout)
+
+    def caption(s: int) -> str:
+        tr0 = next((tr for tr in trs if s < len(tr)), trs[0])
+        parts = [f"step {s} (of {n_steps})", f"t {tr0.t_from[s]:.0f} → {tr0.t_to[s]:.0f}"]
+        stats = []
+        for m, (tr, name) in enumerate(zip(trs, names)):
+            bits = []
+            if curves[m] is not None and s < len(tr) and np.isfinite(curves[m][s]):
+                bits.append(f"{'RMSE' if refs[m] is not None else 'residual'} {curves[m][s]:.3g}")
+            if s < len(tr) and np.isfinite(tr.nfe[s]):
+                bits.append(f"NFE {tr.nfe[s]:.0f}")
+            iters = tr.scalars.get("iterations")
+            if iters and s < len(iters) and iters[s] is not None:
+                bits.append(f"iterations {np.mean(iters[s]):.3g}")
+            if bits:
+                stats.append(f"{html.escape(name)}: {', '.join(bits)}")
+        return (f"<div style='font-size:12px;line-height:1.4'><b>{' · '.join(parts)}</b><br>{'<br>'.join(stats)}</div>")
+
+    captions = W.Stack([text(caption(s)) for s in frame_steps], selected_index=0, layout=box_layout)
+
+    slider = W.IntSlider(value=0, min=0, max=len(frame_steps) - 1, step=1,
+                         description="frame" if subsampled else "step", continuous_update=True,
+                         readout=not subsampled)
+    play = W.Play(value=0, min=0, max=len(frame_steps) - 1, step=1, interval=interval_ms, description="play")
+    options = names + (["all methods"] if len(trs) > 1 else [])
+    selector = W.ToggleButtons(options=options, index=0, description="method")
+
+    links = [W.jslink((play, "value"), (slider, "value")),
+             W.jslink((selector, "index"), (view_stack, "selected_index")),
+             W.jslink((slider, "value"), (captions, "selected_index"))]
+    links += [W.jslink((slider, "value"), (st, "selected_index")) for st in method_stacks]
+    if curve_stack is not None:
+        links.append(W.jslink((slider, "value"), (curve_stack, "selected_index")))
+
+    scale = [f"{key}: grey ±{vmax_lat:.2g}"]
+    if "error vs reference" in panel_names:
+        scale.append(f"error: blue −{vmax_err:.2g} … red +{vmax_err:.2g} (latent units)")
+    if "noise estimate" in panel_names:
+        scale.append(f"noise: grey ±{vmax_noise:.2g}")
+    legend = text(f"<span style='font-size:11px;color:#555'>colour scales fixed over all frames: "
+                    f"{html.escape('; '.join(scale))}" + (f"; showing {len(frame_steps)} of {n_steps} steps"
+                                                             if subsampled else "") + "</span>")
+    right = [curve_stack] if curve_stack is not None else []
+    body = W.HBox([W.VBox([captions, view_stack]), *right], layout=W.Layout(align_items="flex-start"))
+    widget = W.VBox([W.HBox([play, slider]), selector, body, legend])
+    stacks = method_stacks + [view_stack, captions] + right
+    total = sum(len(im.value) for st in method_stacks + right for im in st.children)
+    if total > 2**20:
+        warnings.warn(f"step_explorer frames take {total / 2**20:.1f} MB of PNG, saved into the notebook; "
+                      "lower max_frames or max_latent_px", stacklevel=2)
+    return StepExplorer(widget, slider, play, selector, stacks, links, frame_steps, names)
+
+
+__all__ = ["Reference", "StepExplorer", "align_reference", "error_curve", "solver_residual", "step_explorer",
+           "step_montage"]

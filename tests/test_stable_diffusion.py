@@ -1,0 +1,331 @@
+"""The Stable Diffusion path on a tiny random-weight SD of the real architecture (CPU, offline).
+
+Nothing here downloads weights: the tiny model is built from configs, and the loading tests
+check the *errors* users get when the real weights are missing.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cfginv_lite.ddim import Guidance, abar_at, guided_noise, invert_naive, make_guidance, sample_ddim
+from cfginv_lite.images import load_image
+from cfginv_lite.models import load_model
+from cfginv_lite.models.protocol import DiffusionModel
+from cfginv_lite.models.stable_diffusion import (
+    KNOWN_MODEL_IDS,
+    ModelNotAvailableError,
+    StableDiffusionModel,
+    build_tiny_stable_diffusion,
+    load_stable_diffusion,
+    oom_hint,
+)
+from cfginv_lite.schedule import timestep_grid
+
+pytestmark = pytest.mark.filterwarnings("ignore:The `local_dir_use_symlinks`:UserWarning")  # diffusers' own
+
+PROMPT = "a photo of the cat"
+UNCACHED_ID = "cfginv-lite-tests/definitely-not-cached-sd"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny convolutions gain nothing from threads, and on a shared, loaded CPU a second
+    thread stalls every op waiting for a descheduled partner (10x slower here); restore after."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def model() -> StableDiffusionModel:
+    return build_tiny_stable_diffusion(seed=0)
+
+
+@pytest.fixture(scope="module")
+def image() -> torch.Tensor:
+    rng = np.random.default_rng(0)
+    return load_image(rng.random((80, 96, 3), dtype=np.float32), size=64)
+
+
+def _run(model: StableDiffusionModel, image: torch.Tensor, label: str = "source") -> tuple[torch.Tensor, torch.Tensor]:
+    grid = timestep_grid(4)
+    guidance = make_guidance(model, PROMPT, 3.0)
+    z0 = model.encode(image)
+    zT = invert_naive(model, z0, grid, guidance, label=label, progress=False)
+    return zT, sample_ddim(model, zT, grid, guidance, progress=False)
+
+
+# --------------------------------------------------------------------------- the whole path
+def test_tiny_model_implements_protocol(model: StableDiffusionModel) -> None:
+    assert isinstance(model, DiffusionModel)
+    assert model.name == "stable-diffusion"
+    assert model.latent_shape == (4, 8, 8)
+    assert model.device == torch.device("cpu") and model.dtype == torch.float32
+    assert model.alphas_cumprod.dtype == torch.float64 and len(model.alphas_cumprod) == 1000
+    assert model.prediction_type == "epsilon"
+
+
+def test_whole_path_shapes_and_dtypes(model: StableDiffusionModel, image: torch.Tensor) -> None:
+    z0 = model.encode(image)
+    assert z0.shape == (1, 4, 8, 8) and z0.dtype == torch.float32
+    ends = {}
+    for label in ("source", "destination"):
+        zT, z_back = _run(model, image, label)
+        assert zT.shape == z0.shape and z_back.shape == z0.shape
+        assert torch.isfinite(zT).all() and torch.isfinite(z_back).all()
+        ends[label] = zT
+    assert not torch.equal(ends["source"], ends["destination"])  # the two conventions differ
+    decoded = model.decode(z_back)
+    assert decoded.shape == (1, 3, 64, 64) and decoded.dtype == torch.float32
+    assert decoded.min() >= -1 and decoded.max() <= 1
+
+
+def test_encode_prompt_shapes(model: StableDiffusionModel) -> None:
+    emb = model.encode_prompt(["", PROMPT, "word " * 200])  # the last one is truncated to 77 tokens
+    assert emb.shape == (3, 77, 32) and emb.dtype == torch.float32
+    assert not torch.allclose(emb[0], emb[1])
+    with pytest.raises(ValueError, match="strings"):
+        model.encode_prompt([PROMPT, 3])  # type: ignore[list-item]
+
+
+def test_encode_is_vae_mean_times_scaling_factor(model: StableDiffusionModel, image: torch.Tensor) -> None:
+    mean = model.vae.encode(image).latent_dist.mean
+    assert torch.allclose(model.encode(image), mean * model.vae.config.scaling_factor)
+    # The generator is only used when sampling; sample=True is seeded and differs from the mean.
+    assert torch.equal(model.encode(image, generator=torch.Generator().manual_seed(1)), model.encode(image))
+    s1 = model.encode(image, sample=True, generator=torch.Generator().manual_seed(1))
+    s2 = model.encode(image, sample=True, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(s1, s2) and not torch.allclose(s1, model.encode(image))
+
+
+def test_scaling_factor_is_read_from_vae_config(image: torch.Tensor) -> None:
+    default = build_tiny_stable_diffusion(seed=0)
+    other = build_tiny_stable_diffusion(seed=0, scaling_factor=0.5)
+    assert other.scaling_factor == other.vae.config.scaling_factor == 0.5
+    z_default, z_other = default.encode(image), other.encode(image)
+    assert torch.allclose(z_other, z_default * (0.5 / 0.18215), rtol=1e-5, atol=1e-6)
+    # decode divides by the same factor, so both round trips give the same pixels
+    assert torch.allclose(default.decode(z_default), other.decode(z_other), atol=1e-5)
+
+
+def test_bf16_model_keeps_fp32_vae(image: torch.Tensor) -> None:
+    tiny = build_tiny_stable_diffusion(seed=0)
+    model = StableDiffusionModel(tiny.unet, tiny.vae, tiny.text_encoder, tiny.tokenizer,
+                                 tiny.scheduler_config, "cpu", torch.bfloat16, 64)
+    assert model.unet.dtype == torch.bfloat16 and model.vae.dtype == torch.float32
+    z = model.encode(image)
+    assert z.dtype == torch.float32
+    eps = model.predict_noise(z, torch.tensor([500.0]), model.encode_prompt([""]))
+    assert eps.dtype == torch.float32 and torch.isfinite(eps).all()
+
+
+# --------------------------------------------------------------------------- predictions
+def _hand_abar(model: StableDiffusionModel, label: float) -> float:
+    lo = math.floor(label)
+    frac = label - lo
+    return float(model.alphas_cumprod[lo]) * (1 - frac) + float(model.alphas_cumprod[lo + 1]) * frac
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_predict_noise_converts_to_epsilon(prediction_type: str) -> None:
+    model = build_tiny_stable_diffusion(seed=3, prediction_type=prediction_type)
+    assert model.prediction_type == prediction_type
+    z = torch.randn(2, *model.latent_shape, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([37.5, 800.0])
+    emb = model.encode_prompt(["", PROMPT])
+    raw = model.unet(z, labels, encoder_hidden_states=emb).sample
+    eps = model.predict_noise(z, labels, emb)
+    for i, label in enumerate(labels.tolist()):
+        abar = _hand_abar(model, label)
+        a, b = math.sqrt(abar), math.sqrt(1 - abar)
+        expected = {"epsilon": raw[i], "v_prediction": a * raw[i] + b * z[i],
+                    "sample": (z[i] - a * raw[i]) / b}[prediction_type]
+        assert torch.allclose(eps[i], expected, atol=1e-5), (prediction_type, label)
+    if prediction_type != "epsilon":
+        assert not torch.allclose(eps, raw, atol=1e-3)  # a conversion really happened
+
+
+def test_device_abar_matches_abar_at(model: StableDiffusionModel) -> None:
+    labels = torch.tensor([0.0, 0.25, 37.5, 500.0, 998.9, 999.0])
+    assert torch.allclose(model._abar(labels), abar_at(model.alphas_cumprod, labels), rtol=0, atol=1e-12)
+
+
+def test_batched_guided_call_equals_two_calls(model: StableDiffusionModel) -> None:
+    z = torch.randn(2, *model.latent_shape, generator=torch.Generator().manual_seed(1))
+    guidance = make_guidance(model, PROMPT, 4.0)
+    est = guided_noise(model, z, 250.0, 300.0, guidance)   # different labels per branch (tless)
+    eps_u = model.predict_noise(z, torch.full((2,), 250.0), guidance.uncond.expand(2, -1, -1))
+    eps_c = model.predict_noise(z, torch.full((2,), 300.0), guidance.cond.expand(2, -1, -1))
+    assert torch.allclose(est.uncond, eps_u, atol=1e-5) and torch.allclose(est.cond, eps_c, atol=1e-5)
+    assert torch.allclose(est.guided, eps_u + 4.0 * (eps_c - eps_u), atol=1e-4)
+
+
+def test_predict_noise_rejects_label_count(model: StableDiffusionModel) -> None:
+    z = torch.randn(2, *model.latent_shape)
+    with pytest.raises(ValueError, match="3 timestep labels for a batch of 2"):
+        model.predict_noise(z, torch.tensor([1.0, 2.0, 3.0]), model.encode_prompt(["", ""]))
+
+
+def test_bitwise_determinism(image: torch.Tensor) -> None:
+    a, b = build_tiny_stable_diffusion(seed=7), build_tiny_stable_diffusion(seed=7)
+    for module in ("unet", "vae", "text_encoder"):
+        sa, sb = getattr(a, module).state_dict(), getattr(b, module).state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa), module
+    first, second = _run(a, image), _run(b, image)
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    assert torch.equal(_run(a, image)[1], first[1])  # and the same model twice
+    other = build_tiny_stable_diffusion(seed=8)
+    assert not torch.equal(other.unet.conv_in.weight, a.unet.conv_in.weight)
+
+
+# --------------------------------------------------------------------------- input validation
+def test_encode_rejects_bad_images(model: StableDiffusionModel, image: torch.Tensor) -> None:
+    with pytest.raises(ValueError, match="batched"):
+        model.encode(image[0])
+    with pytest.raises(ValueError, match="multiples of 8"):
+        model.encode(torch.zeros(1, 3, 60, 64))
+    with pytest.raises(ValueError, match="set_image_size"):
+        model.encode(torch.zeros(1, 3, 128, 128))
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        model.encode((image + 1) * 127.5)
+    with pytest.raises(ValueError, match="RGBA"):
+        model.encode(torch.zeros(1, 4, 64, 64))
+
+
+def test_set_image_size() -> None:
+    model = build_tiny_stable_diffusion(seed=0)
+    model.set_image_size((64, 128))
+    assert model.latent_shape == (4, 8, 16)
+    assert model.encode(torch.zeros(1, 3, 64, 128)).shape == (1, 4, 8, 16)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        model.set_image_size(100)
+
+
+def test_attention_slicing_keeps_predictions(model: StableDiffusionModel) -> None:
+    fresh = build_tiny_stable_diffusion(seed=0)
+    z = torch.randn(2, *fresh.latent_shape, generator=torch.Generator().manual_seed(2))
+    emb, labels = fresh.encode_prompt(["", PROMPT]), torch.tensor([100.0, 100.0])
+    before = fresh.predict_noise(z, labels, emb)
+    fresh.enable_attention_slicing(1)
+    assert torch.allclose(fresh.predict_noise(z, labels, emb), before, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- loading errors
+def test_fp16_on_cpu_is_refused() -> None:
+    with pytest.raises(ValueError, match="float16 on the CPU"):
+        load_stable_diffusion(device="cpu", dtype=torch.float16)
+    with pytest.raises(ValueError, match="float16 on the CPU"):
+        load_stable_diffusion(device="cpu", dtype="fp16")
+
+
+def test_cuda_requested_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        load_stable_diffusion(device="cuda")
+
+
+def test_offline_uncached_model_gives_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotAvailableError) as info:
+        load_stable_diffusion(UNCACHED_ID, device="cpu", cache_dir=str(tmp_path))
+    message = str(info.value)
+    assert UNCACHED_ID in message
+    assert f"huggingface-cli download {UNCACHED_ID}" in message and "HF_HOME" in message
+    assert "Offline mode is on" in message
+    assert isinstance(info.value, OSError)
+    assert info.value.__cause__ is None and info.value.__suppress_context__  # no chained traceback
+    # The same through the public entry point.
+    with pytest.raises(ModelNotAvailableError, match=UNCACHED_ID):
+        load_model("stable-diffusion", model_id=UNCACHED_ID, device="cpu", cache_dir=str(tmp_path))
+
+
+def test_missing_local_folder_gives_clear_error(tmp_path) -> None:
+    with pytest.raises(ModelNotAvailableError, match="the 'scheduler' component"):
+        load_stable_diffusion(tmp_path, device="cpu", local_files_only=True)  # an empty folder
+    with pytest.raises(ModelNotAvailableError, match="does not exist"):
+        load_stable_diffusion(str(tmp_path / "nope" / "sd"), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def saved_folder(tmp_path_factory) -> tuple[Path, StableDiffusionModel]:
+    """A tiny v-prediction SD written in the pipeline layout that from_pretrained reads."""
+    from diffusers import DDIMScheduler
+
+    tiny = build_tiny_stable_diffusion(seed=5, prediction_type="v_prediction")
+    folder = tmp_path_factory.mktemp("tiny-sd")
+    for name in ("unet", "vae", "text_encoder", "tokenizer"):
+        getattr(tiny, name).save_pretrained(folder / name)
+    DDIMScheduler.from_config(tiny.scheduler_config).save_pretrained(folder / "scheduler")
+    return folder, tiny
+
+
+def test_load_from_local_folder_round_trip(saved_folder) -> None:
+    folder, tiny = saved_folder
+    loaded = load_stable_diffusion(folder, device="cpu", image_size=64)
+    assert loaded.prediction_type == "v_prediction" and loaded.latent_shape == (4, 8, 8)
+    assert loaded.scaling_factor == tiny.scaling_factor and loaded.dtype == torch.float32
+    emb = loaded.encode_prompt(["", PROMPT])
+    assert torch.equal(emb, tiny.encode_prompt(["", PROMPT]))
+    z, labels = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([5.0, 900.0])
+    assert torch.equal(loaded.predict_noise(z, labels, emb), tiny.predict_noise(z, labels, emb))
+
+
+@pytest.mark.parametrize("component", ["scheduler", "tokenizer", "text_encoder", "vae", "unet"])
+def test_incomplete_local_folder(saved_folder, component: str, tmp_path) -> None:
+    folder = shutil.copytree(saved_folder[0], tmp_path / "sd")
+    shutil.rmtree(folder / component)
+    with pytest.raises(ModelNotAvailableError, match=f"the '{component}' component"):
+        load_stable_diffusion(folder, device="cpu", image_size=64)
+
+
+@pytest.mark.parametrize("bad_id", ["not a valid//id", "a--b/c", ""])
+def test_invalid_model_id(bad_id: str) -> None:
+    with pytest.raises(ValueError, match="model id|model_id") as info:
+        load_stable_diffusion(bad_id, device="cpu")
+    assert not isinstance(info.value, ModelNotAvailableError)
+
+
+def test_oom_hint_suggests_remedies(model: StableDiffusionModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(torch.cuda.OutOfMemoryError, match="set_attention_slice"):
+        with oom_hint("a test"):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+
+    monkeypatch.setattr(model, "unet", out_of_memory)
+    with pytest.raises(torch.cuda.OutOfMemoryError) as info:
+        model.predict_noise(torch.zeros(1, 4, 8, 8), torch.tensor([1.0]), torch.zeros(1, 77, 32))
+    assert "Tried to allocate 9.00 GiB" in str(info.value) and "smaller image" in str(info.value)
+
+
+def test_known_model_ids() -> None:
+    assert {"CompVis/stable-diffusion-v1-4", "stable-diffusion-v1-5/stable-diffusion-v1-5",
+            "stabilityai/stable-diffusion-2-1-base", "stabilityai/stable-diffusion-2-1"} <= set(KNOWN_MODEL_IDS)
+    assert KNOWN_MODEL_IDS["stabilityai/stable-diffusion-2-1"] == (768, "v_prediction")
+
+
+def test_import_does_not_import_transformers() -> None:
+    code = ("import sys, cfginv_lite, cfginv_lite.models.stable_diffusion, cfginv_lite.images; "
+            "sys.exit(1 if 'transformers' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
+
+def test_guidance_with_raw_embeddings(model: StableDiffusionModel, image: torch.Tensor) -> None:
+    """Benchmarks bypass the text encoder; a model without one still inverts and says why it can't encode."""
+    bare = StableDiffusionModel(model.unet, model.vae, None, None, model.scheduler_config, "cpu", torch.float32, 64)
+    emb = torch.randn(2, 77, 32, generator=torch.Generator().manual_seed(0))
+    guidance = Guidance(cond=emb[:1], uncond=emb[1:], scale=2.0)
+    zT = invert_naive(bare, bare.encode(image), timestep_grid(2), guidance, progress=False)
+    assert zT.shape == (1, 4, 8, 8) and torch.isfinite(zT).all()
+    with pytest.raises(ValueError, match="without a text encoder"):
+        bare.encode_prompt([PROMPT])

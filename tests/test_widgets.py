@@ -1,0 +1,198 @@
+"""The step montage (static) and the step explorer (pre-rendered, jslink-ed widgets)."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pytest
+import torch
+
+from cfginv_lite.trace import Trace, TraceRecorder
+from cfginv_lite.widgets import StepExplorer, align_reference, error_curve, step_explorer, step_montage
+
+ipywidgets = pytest.importorskip("ipywidgets")
+
+
+def _trace(method: str, steps: int = 6, *, shape=(2, 1, 8, 8), seed: int = 0, descending: bool = False,
+           residual: bool = False, noise: bool = True) -> Trace:
+    """A trace recorded through TraceRecorder from synthetic solver callbacks."""
+    gen = torch.Generator().manual_seed(seed)
+    levels = np.linspace(0, 999, steps + 1).astype(int)
+    if descending:
+        levels = levels[::-1]
+    rec = TraceRecorder(method, keep=("latent", "latent_prev", "noise") if noise else ("latent", "latent_prev"))
+    z = torch.randn(*shape, generator=gen)
+    for i in range(steps):
+        z_next = z + 0.1 * torch.randn(*shape, generator=gen)
+        rec(dict(step=i, steps=steps, t_from=int(levels[i]), t_to=int(levels[i + 1]), latent=z_next,
+                 latent_prev=z, noise=torch.randn(*shape, generator=gen), nfe=2 * (i + 1),
+                 residual=torch.full((shape[0],), 0.1 / (i + 1)) if residual else None))
+        z = z_next
+    return rec.finish()
+
+
+def _links(explorer: StepExplorer) -> set[tuple[int, str, int, str]]:
+    return {(id(l.source[0]), l.source[1], id(l.target[0]), l.target[1]) for l in explorer.links}
+
+
+# --------------------------------------------------------------------------- error_curve
+def test_error_curve_is_zero_against_itself_and_exact_for_a_known_offset() -> None:
+    tr = _trace("a")
+    assert np.array_equal(error_curve(tr, tr), np.zeros(len(tr)))
+    shifted = tr.tensors["latent"] + 0.5  # RMSE of a constant 0.5 offset is exactly 0.5
+    np.testing.assert_allclose(error_curve(tr, shifted), 0.5, rtol=1e-6)
+    other = _trace("b", seed=1)
+    assert (error_curve(tr, other) > 0).all()
+
+
+def test_error_curve_averages_per_image_rmse_over_the_batch() -> None:
+    tr = _trace("a", shape=(2, 1, 4, 4))
+    ref = tr.tensors["latent"].copy()
+    ref[:, 0] += 1.0  # image 0 off by 1, image 1 exact -> mean of per-image RMSE = 0.5
+    np.testing.assert_allclose(error_curve(tr, ref), 0.5, rtol=1e-6)
+
+
+def test_reference_trace_is_aligned_by_noise_level_not_by_step() -> None:
+    # A sampling trace walks the levels downwards; an inversion that lands exactly on the
+    # sampling latents (in reverse order) has zero error at every level.
+    sampling = _trace("sampling", descending=True)
+    lat, prev = sampling.tensors["latent"], sampling.tensors["latent_prev"]
+    S = len(sampling)
+    inv_latents = np.concatenate([lat[-2::-1], prev[:1]])  # latents at levels grid[1..S]
+    inversion = Trace("inversion", step=np.arange(S), t_from=sampling.t_to[::-1].copy(),
+                      t_to=sampling.t_from[::-1].copy(), nfe=np.arange(1, S + 1) * 2.0,
+                      tensors={"latent": inv_latents})
+    np.testing.assert_allclose(error_curve(inversion, sampling), 0.0, atol=1e-7)
+    # Without latent_prev the reference lacks the top level: that step is NaN, not a silent 0.
+    no_prev = Trace("s", sampling.step, sampling.t_from, sampling.t_to, sampling.nfe, {"latent": lat})
+    curve = error_curve(inversion, no_prev)
+    assert np.isnan(curve[-1]) and np.allclose(curve[:-1], 0.0, atol=1e-7)
+
+
+def test_larger_reference_is_pooled_to_the_trace_size() -> None:
+    tr = _trace("a", shape=(1, 1, 4, 4))
+    big = np.repeat(np.repeat(tr.tensors["latent"], 2, axis=-1), 2, axis=-2)  # (S, 1, 1, 8, 8)
+    assert align_reference(tr, big).shape == tr.tensors["latent"].shape
+    np.testing.assert_allclose(error_curve(tr, big), 0.0, atol=1e-6)
+    with pytest.raises(ValueError, match="does not match"):
+        error_curve(tr, big[:-1])
+
+
+# --------------------------------------------------------------------------- static montage
+def test_montage_has_one_image_per_method_step_and_panel_plus_labelled_curve() -> None:
+    a, b, ref = _trace("naive"), _trace("compensated", seed=1), _trace("ref", seed=2)
+    fig = step_montage([a, b], ref, steps=[0, 2, 5])
+    # 2 methods x (latent + error rows) x 3 steps, one curve axes, one colour bar
+    assert len(fig.axes) == 2 * 2 * 3 + 2
+    curve = next(ax for ax in fig.axes if ax.get_lines())
+    assert "noise level" in curve.get_xlabel()
+    assert "RMSE" in curve.get_ylabel() and "latent units" in curve.get_ylabel()
+    assert {t.get_text() for t in curve.get_legend().get_texts()} == {"naive", "compensated"}
+    row_labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel().startswith(("naive", "compensated"))]
+    assert len(row_labels) == 4  # latent and error row per method
+    colorbar = fig.axes[-1]
+    assert "latent units" in colorbar.get_xlabel()
+    assert fig.dpi <= 80
+
+
+def test_montage_without_reference_falls_back_to_solver_residual_or_no_curve() -> None:
+    plain = step_montage([_trace("a"), _trace("b")], max_columns=4)
+    assert len(plain.axes) == 2 * 4 and not any(ax.get_lines() for ax in plain.axes)
+    with_res = step_montage(_trace("c", residual=True), max_columns=3)
+    curve = next(ax for ax in with_res.axes if ax.get_lines())
+    assert "residual" in curve.get_ylabel() and curve.get_xlabel()
+    with pytest.raises(ValueError, match="steps must lie"):
+        step_montage(_trace("a"), steps=[99])
+
+
+def test_montage_shows_four_channel_latents_as_rgb() -> None:
+    sd = _trace("sd", shape=(1, 4, 16, 16))
+    fig = step_montage(sd, sd, steps=[0, 1])
+    images = [im for ax in fig.axes for im in ax.get_images()]
+    assert images[0].get_array().shape == (16, 16, 3)  # first 3 channels as RGB
+
+
+def test_explorer_pools_large_latents_to_bound_the_notebook_size() -> None:
+    sd = _trace("sd", steps=2, shape=(1, 4, 64, 64))
+    ex = step_explorer(sd, sd, max_latent_px=16, panel_px=64)
+    frame = ex.stacks[0].children[0]
+    assert frame.height == "64"  # 64x64 pooled to 16x16, shown at 4x
+    assert frame.width == str(3 * 64 + 2 * 4)  # latent | error | noise, 4 px gaps
+
+
+# --------------------------------------------------------------------------- explorer
+def test_explorer_slider_spans_steps_and_jslinks_every_stack() -> None:
+    a, b = _trace("naive", steps=7), _trace("compensated", steps=7, seed=1, residual=True)
+    ex = step_explorer([a, b], reference=_trace("ref", steps=7, seed=2))
+    assert ex.slider.min == 0 and ex.slider.max == len(a) - 1 == 6
+    assert ex.play.max == ex.slider.max
+    links = _links(ex)
+    assert (id(ex.play), "value", id(ex.slider), "value") in links
+    frame_stacks = [st for st in ex.stacks if len(st.children) == len(a)]
+    assert len(frame_stacks) == 2 + 2  # one per method, captions, error curve
+    for st in frame_stacks:
+        assert isinstance(st, ipywidgets.Stack)
+        assert (id(ex.slider), "value", id(st), "selected_index") in links
+    assert all(isinstance(l, ipywidgets.widgets.widget_link.Link) for l in ex.links)  # jslink, not observe
+    assert ex.selector.options == ("naive", "compensated", "all methods")
+    view_stack = next(st for st in ex.stacks if len(st.children) == 3)
+    assert (id(ex.selector), "index", id(view_stack), "selected_index") in links
+
+
+def test_explorer_frames_are_small_pngs_capped_by_max_frames() -> None:
+    long = _trace("long", steps=120, shape=(1, 1, 8, 8))
+    ex = step_explorer([long, _trace("short", steps=30, shape=(1, 1, 8, 8))], reference=long, max_frames=20)
+    assert len(ex.frame_steps) == 20 and ex.frame_steps[0] == 0 and ex.frame_steps[-1] == 119
+    assert ex.slider.max == 19 and ex.slider.description == "frame"
+    images = [im for st in ex.stacks for im in st.children if isinstance(im, ipywidgets.Image)]
+    assert len(images) == 20 * 3  # 2 methods + the curve
+    assert all(bytes(im.value[:4]) == b"\x89PNG" and len(im.value) < 12_000 for im in images)
+    with pytest.raises(ValueError, match="max_frames"):
+        step_explorer(long, max_frames=0)
+
+
+def test_explorer_repr_is_short_and_deterministic_for_nbval() -> None:
+    ex = step_explorer(_trace("naive", steps=3))
+    bundle = ex._repr_mimebundle_()
+    assert bundle["text/plain"] == "StepExplorer(methods=['naive'], frames=3)"
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == ex.widget.model_id
+
+
+class _ToyModel:
+    """A protocol-conforming stand-in (no diffusers import, which alone costs ~10 s on 2 cores)."""
+
+    name = "toy"
+    latent_shape = (1, 8, 8)
+
+    def __init__(self) -> None:
+        betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+        self.alphas_cumprod = torch.cumprod(1 - betas, 0)
+
+    def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
+        return torch.tensor([[[float(len(p))]] for p in prompts])  # "" -> 0: the unconditional branch
+
+    def predict_noise(self, z: torch.Tensor, labels: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(0.8 * z + 0.1 * emb.view(-1, 1, 1, 1) * (1 + labels.view(-1, 1, 1, 1) / 1000))
+
+
+def test_explorer_and_montage_on_real_solver_traces() -> None:
+    from cfginv_lite import invert_naive, make_guidance, sample_ddim, timestep_grid
+
+    model = _ToyModel()
+    guidance = make_guidance(model, ["a seven"], 3.0)
+    grid = timestep_grid(4)
+    ref = TraceRecorder("sampling", keep=("latent", "latent_prev"))
+    gen = torch.Generator().manual_seed(0)
+    x0 = sample_ddim(model, torch.randn(1, 1, 8, 8, generator=gen), grid, guidance, callback=ref, progress=False)
+    ref = ref.finish()
+    rec = TraceRecorder("naive", keep=("latent", "noise"))
+    invert_naive(model, x0, grid, guidance, callback=rec, progress=False)
+    naive = rec.finish()
+    curve = error_curve(naive, ref)
+    assert curve.shape == (4,) and np.isfinite(curve).all() and curve[-1] > 0
+    assert np.array_equal(error_curve(ref, ref), np.zeros(4))
+    ex = step_explorer([naive], ref, decode=lambda z: z.clip(-1, 1))
+    assert ex.slider.max == 3
+    assert len(step_montage(naive, ref).axes) == 2 * 4 + 2
