@@ -62,8 +62,8 @@ def compare(model_name: str = "digits", cfgs: Sequence[float] = (1, 3, 5, 7.5), 
     return rows
 
 
-def format_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
-    """Fixed-width (or Markdown) table of :func:`compare` rows, numbers rounded."""
+def format_table(rows: list[dict[str, Any]], markdown: bool = False, columns: Sequence[str] = COLUMNS) -> str:
+    """Fixed-width (or Markdown) table of :func:`compare` rows (or any rows with ``columns``), numbers rounded."""
     def cell(v: Any) -> str:
         if v is None:
             return "-"
@@ -73,13 +73,13 @@ def format_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
             return f"{v[0]:g}"
         return str(v)
 
-    body = [[cell((r[c],) if c == "cfg" else r[c]) for c in COLUMNS] for r in rows]
+    body = [[cell((r[c],) if c == "cfg" else r[c]) for c in columns] for r in rows]
     if markdown:
-        lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         return "\n".join(lines + ["| " + " | ".join(b) + " |" for b in body])
-    widths = [max(len(c), *(len(b[i]) for b in body)) if body else len(c) for i, c in enumerate(COLUMNS)]
+    widths = [max(len(c), *(len(b[i]) for b in body)) if body else len(c) for i, c in enumerate(columns)]
     fmt = "  ".join(f"{{:>{w}}}" for w in widths)
-    return "\n".join([fmt.format(*COLUMNS)] + [fmt.format(*b) for b in body])
+    return "\n".join([fmt.format(*columns)] + [fmt.format(*b) for b in body])
 
 
 def plot_rows(rows: list[dict[str, Any]], path: str) -> None:

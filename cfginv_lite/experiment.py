@@ -90,29 +90,41 @@ def reconstruct(model: Any, images: torch.Tensor, prompts: Sequence[str], scale:
     ``sampler="ddim"`` regenerates with DDIM on the inversion grid; ``"lms"`` with K-LMS as
     the original notebook did (:func:`cfginv_lite.regenerate.sample_lms`).
     """
+    return reconstruct_samplers(model, images, prompts, scale, grid, method=method, true_noise=true_noise,
+                                samplers=(sampler,), callback=callback, regen_callback=regen_callback,
+                                progress=progress, **options)[sampler]
+
+
+def reconstruct_samplers(model: Any, images: torch.Tensor, prompts: Sequence[str], scale: float,
+                         grid: Sequence[int], *, method: str = "naive", true_noise: torch.Tensor | None = None,
+                         samplers: Sequence[str] = ("ddim", "lms"), callback: StepCallback | None = None,
+                         regen_callback: StepCallback | None = None, progress: bool = False,
+                         **options: Any) -> dict[str, Reconstruction]:
+    """Like :func:`reconstruct`, but invert **once** and regenerate with each of ``samplers``."""
+    from .regenerate import regenerate
+
     scale = check_guidance_scale(scale)
     grid = list(grid)
+    bad = [s for s in samplers if s not in ("ddim", "lms")]
+    if bad or not samplers:
+        raise ValueError(f"samplers must be 'ddim' and/or 'lms', got {list(samplers)}")
     guidance = make_guidance(model, list(prompts), scale)
     latents = model.encode(images)
     start = time.perf_counter()
     result: InversionResult = run_method(method, model, latents, grid, guidance, callback=callback,
                                          progress=progress, **options)
     seconds = time.perf_counter() - start
-    if sampler == "ddim":
-        regen_latents = sample_ddim(model, result.latents, grid, result.guidance, callback=regen_callback,
-                                    progress=progress)
-    elif sampler == "lms":
-        from .regenerate import sample_lms
-
-        regen_latents = sample_lms(model, result.latents, len(grid) - 1, result.guidance,
+    out = {}
+    for sampler in samplers:
+        regen_latents = regenerate(model, result.latents, grid, result.guidance, sampler,
                                    callback=regen_callback, progress=progress)
-    else:
-        raise ValueError(f"sampler must be 'ddim' or 'lms', got {sampler!r}")
-    regenerated = model.decode(regen_latents)
-    target = images.to(regenerated.device, regenerated.dtype)
-    return Reconstruction(
-        method=method, scale=scale, steps=len(grid) - 1, nfe=result.nfe, nfe_backward=result.nfe_backward,
-        seconds=seconds, inverted=result.latents, regenerated=regenerated,
-        image_rmse=image_rmse(regenerated, target).cpu(), psnr=psnr(regenerated, target).cpu(),
-        latent_rmse=None if true_noise is None else rmse(result.latents, true_noise).cpu(),
-    )
+        regenerated = model.decode(regen_latents)
+        target = images.to(regenerated.device, regenerated.dtype)
+        out[sampler] = Reconstruction(
+            method=method, scale=scale, steps=len(grid) - 1, nfe=result.nfe, nfe_backward=result.nfe_backward,
+            seconds=seconds, inverted=result.latents, regenerated=regenerated,
+            image_rmse=image_rmse(regenerated, target).cpu(), psnr=psnr(regenerated, target).cpu(),
+            latent_rmse=None if true_noise is None else rmse(result.latents, true_noise).cpu(),
+            extra={"sampler": sampler},
+        )
+    return out

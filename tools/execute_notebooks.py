@@ -23,6 +23,7 @@ import json
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -57,7 +58,11 @@ def execute_one(path: Path, *, timeout: int, kernel: str, cwd: Path) -> dict[str
     try:
         client.execute()
     except CellExecutionError as exc:
-        error = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        lines = [l for l in str(exc).strip().splitlines() if l.strip() and not l.startswith("---")]
+        error = lines[-1] if lines else type(exc).__name__
+        failed = Path(tempfile.gettempdir()) / f"{path.stem}.failed.ipynb"
+        nbformat.write(nb, failed)  # keep the partial run for inspection; the original is untouched
+        error += f" (partial run saved to {failed})"
     wall = time.perf_counter() - start
     if error is None:
         nbformat.validate(nb)

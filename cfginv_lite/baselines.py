@@ -1,0 +1,219 @@
+"""Non-iterative and optimisation-based baselines: negative-prompt and null-text inversion.
+
+Both keep the noise of a plain DDIM inversion at guidance scale 1 (the "pivot", which a
+w = 1 round trip reproduces well) and change what *regeneration* uses as the unconditional
+branch, instead of correcting the inverted noise:
+
+* negative-prompt inversion (Miyake et al. 2023, "Negative-prompt inversion: fast image
+  inversion for editing with text-guided diffusion models"): the conditional embedding
+  replaces the null one, at no extra cost;
+* null-text inversion (Mokady et al., CVPR 2023, "Null-text inversion for editing real
+  images using guided diffusion models"): per sampling step, the null embedding is
+  optimised with Adam so that the guided DDIM step at scale ``w`` follows the pivot.
+
+EDICT (Wallace et al., CVPR 2023) is not implemented: it needs its own coupled two-sequence
+sampler, which does not fit the ``(latents, guidance)`` result the registry expects.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Literal, NamedTuple, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .ddim import FiniteGuard, Guidance, StepCallback, check_grid, check_latents, move
+
+
+class BaselineInversion(NamedTuple):
+    """Inverted noise, the guidance to regenerate it with, and the cost per image."""
+
+    latents: torch.Tensor
+    guidance: Guidance
+    nfe: int            # forward network evaluations per image (one branch, one image = 1)
+    nfe_backward: int   # backward passes through the network per image
+
+
+def _expand(emb: torch.Tensor, batch: int, what: str) -> torch.Tensor:
+    if emb.shape[0] == batch:
+        return emb
+    if emb.shape[0] == 1:
+        return emb.expand(batch, *emb.shape[1:])
+    raise ValueError(f"{what} have batch {emb.shape[0]}, latents have batch {batch}")
+
+
+def _labels(value: float, batch: int, device: torch.device) -> torch.Tensor:
+    return torch.full((batch,), float(value), dtype=torch.float32, device=device)
+
+
+def invert_conditional(
+    model: Any,
+    latents: torch.Tensor,
+    timesteps: Sequence[int],
+    cond: torch.Tensor,
+    *,
+    label: Literal["source", "destination"] = "source",
+    callback: StepCallback | None = None,
+    progress: bool = True,
+) -> list[torch.Tensor]:
+    """DDIM inversion at guidance scale 1, conditional branch only (1 NFE per step and image).
+
+    ``eps_w`` at ``w = 1`` is ``eps_c``, so the unconditional branch is not evaluated.
+    Returns the trajectory ``[z_{ts[0]}, ..., z_{ts[-1]}]`` (the pivot of null-text
+    inversion). The ``"source"`` label is the one of Mokady et al.'s code.
+    """
+    if label not in ("source", "destination"):
+        raise ValueError(f"label must be 'source' or 'destination', got {label!r}")
+    z = check_latents(model, latents)
+    grid = check_grid(timesteps, len(model.alphas_cumprod))
+    cond = _expand(cond, z.shape[0], "conditional embeddings")
+    abar = model.alphas_cumprod
+    steps = len(grid) - 1
+    guard = FiniteGuard(z.device)
+    trajectory = [z]
+    for i in tqdm(range(steps), desc="DDIM inversion (w=1)", disable=not progress, leave=False):
+        t, t1 = grid[i], grid[i + 1]
+        lab = t if label == "source" else t1
+        with torch.no_grad():
+            eps = model.predict_noise(z, _labels(lab, z.shape[0], z.device), cond)
+        z_next = move(z, eps, float(abar[t]), float(abar[t1]))
+        guard.update(i, z_next)
+        if callback is not None:
+            callback(dict(step=i, steps=steps, t_from=t, t_to=t1, label_uncond=None, label_cond=lab, latent=z_next,
+                          latent_prev=z, noise=eps, residual=None, nfe=i + 1, phase="pivot"))
+        trajectory.append(z_next)
+        z = z_next
+    guard.raise_if_bad("invert_conditional", grid, +1)
+    return trajectory
+
+
+def invert_negative_prompt(
+    model: Any,
+    latents: torch.Tensor,
+    timesteps: Sequence[int],
+    guidance: Guidance,
+    *,
+    label: Literal["source", "destination"] = "source",
+    callback: StepCallback | None = None,
+    progress: bool = True,
+) -> BaselineInversion:
+    """Negative-prompt inversion (Miyake et al. 2023).
+
+    Invert at ``w = 1`` (conditional branch only: ``steps`` NFE per image), and regenerate
+    with the conditional embedding in place of the null one. Null-text inversion's optimised
+    null embedding approximates exactly that (Miyake et al., sec. 3), at zero extra cost.
+    For *reconstruction* this makes ``eps_w = eps_c`` whatever ``w`` is - the regeneration
+    is the w = 1 round trip; the scale matters when editing (``cond`` = a new prompt,
+    ``uncond`` = the source prompt's embedding, which the returned guidance carries).
+    """
+    z = check_latents(model, latents)
+    batch = z.shape[0]
+    cond = _expand(guidance.cond, batch, "conditional embeddings")
+    trajectory = invert_conditional(model, z, timesteps, cond, label=label, callback=callback, progress=progress)
+    regen = Guidance(cond=cond, uncond=cond, scale=guidance.scale)
+    return BaselineInversion(trajectory[-1], regen, nfe=len(trajectory) - 1, nfe_backward=0)
+
+
+def invert_null_text(
+    model: Any,
+    latents: torch.Tensor,
+    timesteps: Sequence[int],
+    guidance: Guidance,
+    *,
+    inner_steps: int = 10,
+    lr: float = 1e-2,
+    early_stop_eps: float = 1e-5,
+    label: Literal["source", "destination"] = "source",
+    callback: StepCallback | None = None,
+    progress: bool = True,
+) -> BaselineInversion:
+    """Null-text inversion (Mokady et al., CVPR 2023, Alg. 1), per image.
+
+    1. Pivot: DDIM inversion at ``w = 1`` (:func:`invert_conditional`), ``z*_0 .. z*_T``.
+    2. ``z_bar = z*_T``; for each sampling step ``s -> r`` (noisiest first), starting from the
+       previous step's embedding (the null embedding at first), run up to ``inner_steps`` Adam
+       steps (a fresh optimiser, ``lr * (1 - 0.5 i / steps)``: Mokady et al.'s
+       ``1e-2 * (1 - i / 100)`` at 50 steps) on
+       ``|move(z_bar, eps_w(z_bar; s, null_i), s -> r) - z*_r|^2`` (mean per element), the
+       gradient flowing through the network into the embedding only; stop an image early once
+       its loss after a step is ``< early_stop_eps + 1e-3 * i / steps`` (their
+       ``1e-5 + i * 2e-5`` at 50 steps). Then ``z_bar`` takes the guided step with ``null_i``.
+    3. Regenerate with ``Guidance(..., uncond_per_step=(null_0, ...))`` and
+       :func:`cfginv_lite.ddim.sample_ddim` on the same grid: that replays step 2's ``z_bar``.
+
+    Images are independent: the embeddings are separate leaf tensors (Adam skips those
+    without a gradient), images that stopped leave the batched call. Cost per image,
+    counted separately: forward = ``steps`` (pivot) + per step ``1`` (conditional branch, once)
+    + inner iterations + ``1`` (the final step); backward = inner iterations. Returns the
+    max over the batch. Needs a model whose ``predict_noise`` lets gradients flow when
+    enabled (the digits model does).
+    """
+    z = check_latents(model, latents)
+    grid = check_grid(timesteps, len(model.alphas_cumprod))
+    if isinstance(inner_steps, bool) or not isinstance(inner_steps, int) or inner_steps < 0:
+        raise ValueError(f"inner_steps must be an integer >= 0, got {inner_steps!r}")
+    for name, value in (("lr", lr), ("early_stop_eps", early_stop_eps)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    if lr == 0:
+        raise ValueError("lr must be > 0")
+    batch, steps, w = z.shape[0], len(grid) - 1, guidance.scale
+    abar = model.alphas_cumprod
+    cond = _expand(guidance.cond, batch, "conditional embeddings").detach()
+    null = _expand(guidance.uncond, batch, "unconditional embeddings").detach().clone()
+    pivot = invert_conditional(model, z, grid, cond, label=label, callback=callback, progress=progress)
+    forward = torch.full((batch,), steps, dtype=torch.long)
+    backward = torch.zeros(batch, dtype=torch.long)
+    z_bar = pivot[-1]
+    per_step: list[torch.Tensor] = []
+    guard = FiniteGuard(z.device)
+    for i in tqdm(range(steps), desc="null-text optimisation", disable=not progress, leave=False):
+        s, r = grid[steps - i], grid[steps - i - 1]
+        a_s, a_r = float(abar[s]), float(abar[r])
+        target = pivot[steps - i - 1]
+        with torch.no_grad():
+            eps_c = model.predict_noise(z_bar, _labels(s, batch, z.device), cond)
+        forward += 1
+        params = [null[b:b + 1].clone().requires_grad_(True) for b in range(batch)]
+        optimiser = torch.optim.Adam(params, lr=lr * (1.0 - 0.5 * i / steps))
+        threshold = early_stop_eps + 1e-3 * i / steps
+        active = torch.ones(batch, dtype=torch.bool)
+        losses: list[float] = []
+        for _ in range(inner_steps):
+            idx = active.nonzero().flatten()
+            if idx.numel() == 0:
+                break
+            with torch.enable_grad():
+                emb = torch.cat([params[b] for b in idx.tolist()])
+                eps_u = model.predict_noise(z_bar[idx], _labels(s, idx.numel(), z.device), emb)
+                if not eps_u.requires_grad:
+                    raise ValueError(f"{getattr(model, 'name', 'model')}.predict_noise returns no gradient; "
+                                     "null-text inversion needs gradients through the network")
+                z_prev = move(z_bar[idx], eps_u + w * (eps_c[idx] - eps_u), a_s, a_r)
+                loss = (z_prev - target[idx]).pow(2).flatten(1).mean(1)
+                optimiser.zero_grad(set_to_none=True)
+                loss.sum().backward()  # a sum: each embedding gets its own image's gradient
+            optimiser.step()
+            forward[idx] += 1
+            backward[idx] += 1
+            loss = loss.detach().cpu()
+            losses.append(float(loss.mean()))
+            active[idx[loss < threshold]] = False  # Mokady et al. test after the step
+        null = torch.cat([p.detach() for p in params])
+        per_step.append(null)
+        with torch.no_grad():
+            eps_u = model.predict_noise(z_bar, _labels(s, batch, z.device), null)
+            eps = eps_u + w * (eps_c - eps_u)
+            z_next = move(z_bar, eps, a_s, a_r)
+        forward += 1
+        guard.update(i, z_next)
+        if callback is not None:
+            callback(dict(step=i, steps=steps, t_from=s, t_to=r, label_uncond=s, label_cond=s, latent=z_next,
+                          latent_prev=z_bar, noise=eps, residual=float((z_next - target).abs().mean()),
+                          residuals=losses, iterations=len(losses), nfe=int(forward.max()),
+                          nfe_backward=int(backward.max()), phase="optimise"))
+        z_bar = z_next
+    guard.raise_if_bad("invert_null_text", grid, -1)
+    regen = Guidance(cond=cond, uncond=_expand(guidance.uncond, batch, "unconditional embeddings"),
+                     scale=w, uncond_per_step=tuple(per_step))
+    return BaselineInversion(pivot[-1], regen, nfe=int(forward.max()), nfe_backward=int(backward.max()))
