@@ -15,7 +15,7 @@ Solvers (k-diffusion style, ``(model, latents, timesteps, guidance, *, ..., call
 progress=True) -> Tensor``):
 
 * :func:`invert_original` - the seed's method, ported faithfully from
-  ``shared/reference/compensated-inversion.md`` (damped residual iteration with
+  ``docs/compensated-inversion.md`` (damped residual iteration with
   keep-best, an absolute early-stop threshold, a quirky lr decay and the ``tless`` label).
 * :func:`invert_fixed_point` - plain / damped fixed-point iteration with the destination
   label (Meiri et al. 2023, "Fixed-point inversion for text-to-image diffusion models"),
@@ -305,7 +305,7 @@ def invert_original(
        ``lr *= lr_decay`` if ``min_err - err < decay_tolerance``; ``zr += (z - back) * lr``.
        This is a damped fixed-point iteration on ``move(zr, eps_w(zr), t1 -> t) = z``.
 
-    Quirks kept on purpose (see ``shared/reference/compensated-inversion.md``):
+    Quirks kept on purpose (see ``docs/compensated-inversion.md``):
 
     * ``lr_decay_mode="faithful"``: ``min_err`` is updated before the decay test, so the
       difference is never positive and ``lr`` decays on *every* iteration that does not stop.

@@ -29,7 +29,7 @@ def configured() -> str:
 def references() -> dict[str, set[str]]:
     """Repository paths referenced by README.md and each notebook's source cells."""
     found: dict[str, set[str]] = {}
-    files = [ROOT / "README.md", *sorted((ROOT / "notebooks").glob("*.ipynb"))]
+    files = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "notebooks").glob("*.ipynb"))]
     for path in files:
         if not path.exists():
             continue
@@ -42,7 +42,8 @@ def references() -> dict[str, set[str]]:
 
 def rewrite(new: str) -> None:
     old = configured()
-    for path in [ROOT / "pyproject.toml", ROOT / "README.md", *(ROOT / "notebooks").glob("*.ipynb")]:
+    for path in [ROOT / "pyproject.toml", ROOT / "README.md", *(ROOT / "docs").glob("*.md"),
+                 *(ROOT / "notebooks").glob("*.ipynb")]:
         if path.exists():
             path.write_text(path.read_text().replace(old, new))
 
