@@ -1,6 +1,6 @@
 """Train the embedded digits model reproducibly on CPU.
 
-    python -m cfginv_lite.models.train_digits --steps 3000 --out cfginv_lite/models/weights
+    python -m cfginv_lite.models.train_digits --steps 2500 --out cfginv_lite/models/weights
 
 Epsilon-prediction objective (Ho et al. 2020, eq. 14) on the SD 1.x schedule: sample
 ``t ~ U{0..999}``, ``z_t = a_t x0 + b_t eps``, minimise ``|eps - eps_theta(z_t, t, c)|^2``.
@@ -24,7 +24,7 @@ from .digits import WEIGHTS_DIR, DigitsModel, build_networks
 TEMPLATES = ("a handwritten digit {}", "the digit {}", "a handwritten {}", "the number {}")
 
 
-def train(steps: int = 3000, batch: int = 128, lr: float = 1e-3, dropout: float = 0.12,
+def train(steps: int = 2500, batch: int = 128, lr: float = 1e-3, dropout: float = 0.12,
           ema_decay: float = 0.999, seed: int = 0, size: int = 8, progress: bool = True) -> tuple[DigitsModel, dict]:
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -71,7 +71,7 @@ def train(steps: int = 3000, batch: int = 128, lr: float = 1e-3, dropout: float 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=2500)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--dropout", type=float, default=0.12)
