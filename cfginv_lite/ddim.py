@@ -64,12 +64,14 @@ def epsilon_to_v(eps: torch.Tensor, z: torch.Tensor, abar: torch.Tensor) -> torc
 
 
 def abar_at(alphas_cumprod: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``abar`` at possibly fractional labels, linearly interpolated in ``t``.
+    """``abar`` at possibly fractional labels, linearly interpolated in ``t`` (float64).
 
     Fractional labels arise from the ``tless`` offset; integer labels return the table value.
+    Computed on the labels' device (keep a copy of the table there to avoid a transfer), so
+    a v-prediction model converting its output never forces a GPU -> CPU sync.
     """
-    table = alphas_cumprod.to(torch.float64)
-    t = labels.detach().to(device="cpu", dtype=torch.float64).clamp(0, len(table) - 1)
+    table = alphas_cumprod.to(device=labels.device, dtype=torch.float64)
+    t = labels.detach().to(torch.float64).clamp(0, len(table) - 1)
     lo = t.floor().long()
     hi = (lo + 1).clamp(max=len(table) - 1)
     frac = t - lo.to(torch.float64)
@@ -236,7 +238,7 @@ class FiniteGuard:
 
     def update(self, step: int, z: torch.Tensor) -> None:
         bad = ~torch.isfinite(z).all()
-        self.first_bad = torch.where(bad & (self.first_bad < 0), torch.tensor(step, device=z.device), self.first_bad)
+        self.first_bad = torch.where(bad & (self.first_bad < 0), step, self.first_bad)
 
     def raise_if_bad(self, solver: str, grid: Sequence[int], direction: int) -> None:
         step = int(self.first_bad)

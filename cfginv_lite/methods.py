@@ -61,20 +61,25 @@ def run_method(name: str, model: Any, latents: torch.Tensor, grid: list[int], gu
     return result
 
 
-@register("naive")
-def _naive(model: Any, latents: torch.Tensor, grid: list[int], guidance: Guidance, *,
-           callback: StepCallback | None = None, progress: bool = False) -> InversionResult:
-    counter = NFECounter(callback)
-    z = invert_naive(model, latents, grid, guidance, label="source", callback=counter, progress=progress)
-    return InversionResult(z, guidance, counter.nfe)
+def solver_entry(name: str, solver: Callable[..., torch.Tensor], **settings: Any) -> None:
+    """Register a plain solver function under ``name`` with fixed ``settings``.
+
+    The entry counts NFE from the solver's callback; call-time ``options`` override ``settings``
+    (e.g. ``run_method("original", ..., refine_iterations=5)``).
+    """
+    def run(model: Any, latents: torch.Tensor, grid: list[int], guidance: Guidance, *,
+            callback: StepCallback | None = None, progress: bool = False, **options: Any) -> InversionResult:
+        counter = NFECounter(callback)
+        z = solver(model, latents, grid, guidance, callback=counter, progress=progress, **{**settings, **options})
+        return InversionResult(z, guidance, counter.nfe)
+
+    run.__name__ = run.__qualname__ = f"_{name.replace('-', '_')}"
+    run.__doc__ = f"``{name}``: :func:`{solver.__module__}.{solver.__name__}` with {settings or 'its defaults'}."
+    register(name)(run)
 
 
-@register("naive-destination")
-def _naive_destination(model: Any, latents: torch.Tensor, grid: list[int], guidance: Guidance, *,
-                       callback: StepCallback | None = None, progress: bool = False) -> InversionResult:
-    counter = NFECounter(callback)
-    z = invert_naive(model, latents, grid, guidance, label="destination", callback=counter, progress=progress)
-    return InversionResult(z, guidance, counter.nfe)
+solver_entry("naive", invert_naive, label="source")
+solver_entry("naive-destination", invert_naive, label="destination")
 
 
 # The compensation solvers and baselines register themselves on import (kept in their own

@@ -15,30 +15,18 @@ import torch
 from .baselines import invert_negative_prompt, invert_null_text
 from .compensate import invert_anderson, invert_fixed_point, invert_original
 from .ddim import Guidance, StepCallback
-from .methods import InversionResult, NFECounter, register
-
-
-def _solver_entry(name: str, solver: Any, **settings: Any) -> None:
-    def run(model: Any, latents: torch.Tensor, grid: list[int], guidance: Guidance, *,
-            callback: StepCallback | None = None, progress: bool = False, **options: Any) -> InversionResult:
-        counter = NFECounter(callback)
-        z = solver(model, latents, grid, guidance, callback=counter, progress=progress, **{**settings, **options})
-        return InversionResult(z, guidance, counter.nfe)
-
-    run.__name__ = run.__qualname__ = f"_{name.replace('-', '_')}"
-    run.__doc__ = f"``{name}``: :func:`{solver.__module__}.{solver.__name__}` with {settings or 'its defaults'}."
-    register(name)(run)
+from .methods import InversionResult, register, solver_entry
 
 
 # The seed's method: defaults (3 iterations), the author's showcase (5), and the
 # "numerically correct" destination label instead of tless/t.
-_solver_entry("original", invert_original)
-_solver_entry("original-showcase", invert_original, refine_iterations=5)
-_solver_entry("original-no-tless", invert_original, tless_factor=None)
+solver_entry("original", invert_original)
+solver_entry("original-showcase", invert_original, refine_iterations=5)
+solver_entry("original-no-tless", invert_original, tless_factor=None)
 # Relatives: plain fixed point on every step (Meiri et al.), damped, and Anderson (AIDI).
-_solver_entry("fixed-point", invert_fixed_point, iterations=10, skip=0.0)
-_solver_entry("fixed-point-damped", invert_fixed_point, iterations=10, skip=0.0, damping=0.5)
-_solver_entry("anderson", invert_anderson, iterations=5, window=3, skip=0.0)
+solver_entry("fixed-point", invert_fixed_point, iterations=10, skip=0.0)
+solver_entry("fixed-point-damped", invert_fixed_point, iterations=10, skip=0.0, damping=0.5)
+solver_entry("anderson", invert_anderson, iterations=5, window=3, skip=0.0)
 
 
 @register("negative-prompt")

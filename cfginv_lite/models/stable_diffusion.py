@@ -32,7 +32,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..ddim import v_to_epsilon
+from ..ddim import abar_at, v_to_epsilon
 from ..schedule import SD1_SCHEDULER_CONFIG, alphas_cumprod_from_config
 
 DEFAULT_MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -273,14 +273,8 @@ class StableDiffusionModel:
         return ((z - a * out.float()) / b).to(latents.dtype)
 
     def _abar(self, labels: torch.Tensor) -> torch.Tensor:
-        """:func:`cfginv_lite.ddim.abar_at` (linear in ``t``) on the labels' device, so a v-prediction
-        model does not force a GPU -> CPU sync on every call."""
-        table = self._abar_table
-        t = labels.to(table.dtype).clamp(0, len(table) - 1)
-        lo = t.floor().long()
-        hi = (lo + 1).clamp(max=len(table) - 1)
-        frac = t - lo.to(table.dtype)
-        return table[lo] * (1 - frac) + table[hi] * frac
+        """``abar`` at the labels, on their device (the table is kept there: no host sync)."""
+        return abar_at(self._abar_table, labels)
 
     # Validation ---------------------------------------------------------------------
     def _check_images(self, images: Any) -> torch.Tensor:
