@@ -192,6 +192,28 @@ class _Outcome:
 
 
 # --------------------------------------------------------------------------- the seed's refinement
+def _evaluate_active(z: torch.Tensor, x: torch.Tensor, active: torch.Tensor, evaluate: Evaluate,
+                     noise: torch.Tensor | None, evals: torch.Tensor,
+                     reduce: Callable[[torch.Tensor], torch.Tensor]):
+    """Evaluate the still-iterating images' iterates in ONE batched call and do the shared
+    bookkeeping (noise, evaluation counts, the residual row with NaN for inactive images).
+
+    Returns ``None`` when no image is active, else ``(idx, back, g, err, row, noise)``; ``err``
+    is on the CPU because the per-image control flow that follows decides in Python.
+    """
+    idx = active.nonzero().flatten()
+    if idx.numel() == 0:
+        return None
+    e, back, g = evaluate(x[idx], idx)
+    noise = torch.zeros_like(z) if noise is None else noise
+    noise[idx] = e.detach()
+    evals[idx] += 1
+    err = reduce((z[idx] - back).detach()).to("cpu", torch.float64)
+    row = torch.full((z.shape[0],), math.nan, dtype=torch.float64)
+    row[idx] = err
+    return idx, back, g, err, row, noise
+
+
 def _refine_original(
     z: torch.Tensor,
     z_next: torch.Tensor,
@@ -227,16 +249,10 @@ def _refine_original(
     errors: list[torch.Tensor] = []
     lrs: list[torch.Tensor] = []
     for k in range(iterations):
-        idx = active.nonzero().flatten()
-        if idx.numel() == 0:
+        evaluated = _evaluate_active(z, zr, active, evaluate, noise, evals, lambda d: d.abs().flatten(1).sum(1))
+        if evaluated is None:
             break
-        e, back, _ = evaluate(zr[idx], idx)
-        noise = torch.zeros_like(z) if noise is None else noise
-        noise[idx] = e.detach()
-        evals[idx] += 1
-        err = (z[idx] - back).detach().abs().flatten(1).sum(1).to("cpu", torch.float64)
-        row = torch.full((batch,), math.nan, dtype=torch.float64)
-        row[idx] = err
+        idx, back, _, err, row, noise = evaluated
         errors.append(row)
         finite = torch.isfinite(err)
         prev_min = min_err[idx].clone()
@@ -424,16 +440,10 @@ def _solve_fixed_point(
     noise: torch.Tensor | None = None
     residuals: list[torch.Tensor] = []
     for k in range(iterations):
-        idx = active.nonzero().flatten()
-        if idx.numel() == 0:
+        evaluated = _evaluate_active(z, x, active, evaluate, noise, evals, _mean_abs)
+        if evaluated is None:
             break
-        e, back, g = evaluate(x[idx], idx)
-        noise = torch.zeros_like(z) if noise is None else noise
-        noise[idx] = e.detach()
-        evals[idx] += 1
-        r = _mean_abs(z[idx] - back).to("cpu", torch.float64)
-        row = torch.full((batch,), math.nan, dtype=torch.float64)
-        row[idx] = r
+        idx, back, g, r, row, noise = evaluated
         residuals.append(row)
         finite = torch.isfinite(r) & torch.isfinite(g.detach()).flatten(1).all(1).cpu()
         improved = finite & (r < best_r[idx])
