@@ -38,6 +38,23 @@ def real_digits(labels: list[int], size: int = 8, seed: int = 0) -> torch.Tensor
     return images[picks]
 
 
+def real_digit_set(per_digit: int = 10, seed: int = 0, size: int = 8) -> tuple[torch.Tensor, list[int]]:
+    """``per_digit`` *distinct* dataset images of each digit 0..9 (drawn without replacement).
+
+    Returns images ``(10 * per_digit, 1, size, size)`` in ``[-1, 1]``, ordered digit by digit,
+    and their labels. The draw depends only on ``seed``. (Unlike :func:`real_digits`, which
+    draws one image per requested label and may repeat an image.)
+    """
+    per_digit = int(per_digit)
+    images, targets = load_digit_images(size)
+    counts = np.bincount(targets, minlength=10)
+    if not 1 <= per_digit <= int(counts.min()):
+        raise ValueError(f"per_digit must be in 1..{int(counts.min())} (the rarest digit's count), got {per_digit}")
+    rng = np.random.default_rng(seed)
+    picks = [int(i) for d in range(10) for i in rng.choice(np.flatnonzero(targets == d), per_digit, replace=False)]
+    return images[picks], [int(targets[i]) for i in picks]
+
+
 def train_digit_classifier(seed: int = 0):
     """An SVM (RBF) fitted on all real digits at 8x8, the classic scikit-learn recipe.
 

@@ -37,3 +37,23 @@ def image_rows(rows: Sequence[torch.Tensor], row_titles: Sequence[str], col_titl
                 ax.set_title(col_titles[c], fontsize=7)
     fig.tight_layout(pad=0.2)
     return fig
+
+
+def distribution_plot(ax, groups: dict[str, Sequence[float]], *, ylabel: str = "", log: bool = True,
+                      seed: int = 0, colors: Sequence[str] | None = None):
+    """Per-image values of several groups side by side: a box (median, IQR, 1.5 IQR whiskers)
+    over the jittered points themselves, so the tail a mean would hide stays visible."""
+    rng = np.random.default_rng(seed)
+    names = list(groups)
+    data = [np.asarray(groups[n], dtype=float) for n in names]
+    ax.boxplot(data, positions=np.arange(len(names)), widths=0.55, showfliers=False,
+               medianprops=dict(color="black", lw=1.5))
+    for k, values in enumerate(data):
+        color = colors[k % len(colors)] if colors else f"C{k % 10}"
+        ax.scatter(k + rng.uniform(-0.22, 0.22, len(values)), values, s=6, alpha=0.45, color=color, lw=0)
+    ax.set_xticks(np.arange(len(names)), names)
+    if log:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, axis="y")
+    return ax
