@@ -30,11 +30,10 @@ import torch
 from tqdm.auto import tqdm
 
 from cfginv_lite import load_model
-from cfginv_lite.cli import format_table
-from cfginv_lite.compensate import is_collapsed
 from cfginv_lite.data import load_digit_images, real_digits
 from cfginv_lite.experiment import digit_prompts, generate, reconstruct
-from cfginv_lite.metrics import rmse
+from cfginv_lite.metrics import is_collapsed, rmse
+from cfginv_lite.presentation import format_table
 from cfginv_lite.schedule import timestep_grid
 
 # label -> (registry name, options)

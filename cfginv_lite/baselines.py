@@ -16,34 +16,15 @@ sampler, which does not fit the ``(latents, guidance)`` result the registry expe
 """
 from __future__ import annotations
 
-import math
-from typing import Any, Literal, NamedTuple, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-from .ddim import FiniteGuard, Guidance, StepCallback, check_grid, check_latents, move
-
-
-class BaselineInversion(NamedTuple):
-    """Inverted noise, the guidance to regenerate it with, and the cost per image."""
-
-    latents: torch.Tensor
-    guidance: Guidance
-    nfe: int            # forward network evaluations per image (one branch, one image = 1)
-    nfe_backward: int   # backward passes through the network per image
-
-
-def _expand(emb: torch.Tensor, batch: int, what: str) -> torch.Tensor:
-    if emb.shape[0] == batch:
-        return emb
-    if emb.shape[0] == 1:
-        return emb.expand(batch, *emb.shape[1:])
-    raise ValueError(f"{what} have batch {emb.shape[0]}, latents have batch {batch}")
-
-
-def _labels(value: float, batch: int, device: torch.device) -> torch.Tensor:
-    return torch.full((batch,), float(value), dtype=torch.float32, device=device)
+from .ddim import FiniteGuard, Guidance, InversionResult, StepCallback, check_grid, check_latents, move
+from .ddim import _expand_batch as _expand
+from .ddim import _labels
+from .validation import check_choice, check_int, check_positive
 
 
 def invert_conditional(
@@ -62,8 +43,7 @@ def invert_conditional(
     Returns the trajectory ``[z_{ts[0]}, ..., z_{ts[-1]}]`` (the pivot of null-text
     inversion). The ``"source"`` label is the one of Mokady et al.'s code.
     """
-    if label not in ("source", "destination"):
-        raise ValueError(f"label must be 'source' or 'destination', got {label!r}")
+    check_choice("label", label, ("source", "destination"))
     z = check_latents(model, latents)
     grid = check_grid(timesteps, len(model.alphas_cumprod))
     cond = _expand(cond, z.shape[0], "conditional embeddings")
@@ -96,7 +76,7 @@ def invert_negative_prompt(
     label: Literal["source", "destination"] = "source",
     callback: StepCallback | None = None,
     progress: bool = True,
-) -> BaselineInversion:
+) -> InversionResult:
     """Negative-prompt inversion (Miyake et al. 2023).
 
     Invert at ``w = 1`` (conditional branch only: ``steps`` NFE per image), and regenerate
@@ -111,7 +91,7 @@ def invert_negative_prompt(
     cond = _expand(guidance.cond, batch, "conditional embeddings")
     trajectory = invert_conditional(model, z, timesteps, cond, label=label, callback=callback, progress=progress)
     regen = Guidance(cond=cond, uncond=cond, scale=guidance.scale)
-    return BaselineInversion(trajectory[-1], regen, nfe=len(trajectory) - 1, nfe_backward=0)
+    return InversionResult(trajectory[-1], regen, nfe=len(trajectory) - 1, nfe_backward=0)
 
 
 def invert_null_text(
@@ -126,7 +106,7 @@ def invert_null_text(
     label: Literal["source", "destination"] = "source",
     callback: StepCallback | None = None,
     progress: bool = True,
-) -> BaselineInversion:
+) -> InversionResult:
     """Null-text inversion (Mokady et al., CVPR 2023, Alg. 1), per image.
 
     1. Pivot: DDIM inversion at ``w = 1`` (:func:`invert_conditional`), ``z*_0 .. z*_T``.
@@ -138,8 +118,9 @@ def invert_null_text(
        gradient flowing through the network into the embedding only; stop an image early once
        its loss after a step is ``< early_stop_eps + 1e-3 * i / steps`` (their
        ``1e-5 + i * 2e-5`` at 50 steps). Then ``z_bar`` takes the guided step with ``null_i``.
-    3. Regenerate with ``Guidance(..., uncond_per_step=(null_0, ...))`` and
-       :func:`cfginv_lite.ddim.sample_ddim` on the same grid: that replays step 2's ``z_bar``.
+    3. Regenerate with ``Guidance(..., uncond_per_step=(null_0, ...), uncond_grid=grid)`` and
+       :func:`cfginv_lite.ddim.sample_ddim` on the same grid: that replays step 2's ``z_bar``
+       (any other grid raises ``ValueError``).
 
     Images are independent: the embeddings are separate leaf tensors (Adam skips those
     without a gradient), images that stopped leave the batched call. Cost per image,
@@ -150,13 +131,9 @@ def invert_null_text(
     """
     z = check_latents(model, latents)
     grid = check_grid(timesteps, len(model.alphas_cumprod))
-    if isinstance(inner_steps, bool) or not isinstance(inner_steps, int) or inner_steps < 0:
-        raise ValueError(f"inner_steps must be an integer >= 0, got {inner_steps!r}")
-    for name, value in (("lr", lr), ("early_stop_eps", early_stop_eps)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    if lr == 0:
-        raise ValueError("lr must be > 0")
+    inner_steps = check_int("inner_steps", inner_steps, 0)
+    lr = check_positive("lr", lr)
+    early_stop_eps = check_positive("early_stop_eps", early_stop_eps, allow_zero=True)
     batch, steps, w = z.shape[0], len(grid) - 1, guidance.scale
     abar = model.alphas_cumprod
     cond = _expand(guidance.cond, batch, "conditional embeddings").detach()
@@ -215,5 +192,5 @@ def invert_null_text(
         z_bar = z_next
     guard.raise_if_bad("invert_null_text", grid, -1)
     regen = Guidance(cond=cond, uncond=_expand(guidance.uncond, batch, "unconditional embeddings"),
-                     scale=w, uncond_per_step=tuple(per_step))
-    return BaselineInversion(pivot[-1], regen, nfe=int(forward.max()), nfe_backward=int(backward.max()))
+                     scale=w, uncond_per_step=tuple(per_step), uncond_grid=tuple(grid))
+    return InversionResult(pivot[-1], regen, nfe=int(forward.max()), nfe_backward=int(backward.max()))

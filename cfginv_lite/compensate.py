@@ -186,22 +186,22 @@ def _anderson_mix(hist_x: torch.Tensor, hist_g: torch.Tensor, count: torch.Tenso
 # --------------------------------------------------------------------------- option checks
 def _check_original(grid: list[int], num_train_timesteps: int, refine_iterations: Any, refine_strength: Any,
                     refine_skip: Any, tless_factor: Any, error_threshold: Any, decay_tolerance: Any, lr_decay: Any,
-                    lr_decay_mode: Any, divergence_factor: Any) -> None:
-    check_int("refine_iterations", refine_iterations, 0)
-    check_positive("refine_strength", refine_strength)
-    check_fraction("refine_skip", refine_skip)
-    check_optional_real("tless_factor", tless_factor)
-    check_positive("error_threshold", error_threshold, allow_zero=True)
-    check_positive("decay_tolerance", decay_tolerance, allow_zero=True)
-    check_positive("lr_decay", lr_decay, high=1.0)
-    check_choice("lr_decay_mode", lr_decay_mode, ("faithful", "intended"))
-    check_optional_real("divergence_factor", divergence_factor, low=1.0, low_open=True)
+                    lr_decay_mode: Any, divergence_factor: Any) -> tuple:
+    """The options as Python numbers (numpy scalars accepted), in signature order."""
+    opts = (check_int("refine_iterations", refine_iterations, 0), check_positive("refine_strength", refine_strength),
+            check_fraction("refine_skip", refine_skip), check_optional_real("tless_factor", tless_factor),
+            check_positive("error_threshold", error_threshold, allow_zero=True),
+            check_positive("decay_tolerance", decay_tolerance, allow_zero=True),
+            check_positive("lr_decay", lr_decay, high=1.0),
+            check_choice("lr_decay_mode", lr_decay_mode, ("faithful", "intended")),
+            check_optional_real("divergence_factor", divergence_factor, low=1.0, low_open=True))
     steps, top = len(grid) - 1, num_train_timesteps - 1
     for i in range(steps):  # abar_at would clamp a label outside the schedule silently
-        label = _original_labels(grid[i], grid[i + 1], tless_factor)[0]
-        if refine_iterations and i > steps * refine_skip and not 0 <= label <= top:
+        label = _original_labels(grid[i], grid[i + 1], opts[3])[0]
+        if opts[0] and i > steps * opts[2] and not 0 <= label <= top:
             raise ValueError(f"tless_factor={tless_factor!r} gives the label {label:g} at step {i} "
                              f"({grid[i]} -> {grid[i + 1]}), outside the schedule's levels [0, {top}]")
+    return opts
 
 
 def _original_labels(t: int, t1: int, tless_factor: float | None) -> tuple[float, float]:
@@ -212,15 +212,18 @@ def _original_labels(t: int, t1: int, tless_factor: float | None) -> tuple[float
 
 
 def _check_fixed_point(iterations: Any, damping: Any, average_last: Any, skip: Any, tol: Any,
-                       divergence_factor: Any, init_label: Any) -> None:
-    check_int("iterations", iterations, 0)
-    check_positive("damping", damping, high=2.0)
+                       divergence_factor: Any, init_label: Any) -> tuple:
+    """The options as Python numbers (numpy scalars accepted), in signature order."""
+    iterations = check_int("iterations", iterations, 0)
     if average_last is not None and check_int("average_last", average_last, 1) > max(iterations, 1):
         raise ValueError(f"average_last={average_last} exceeds iterations={iterations}")
-    check_fraction("skip", skip)
-    check_optional_real("tol", tol, low=0.0)
-    check_optional_real("divergence_factor", divergence_factor, low=1.0, low_open=True)
-    check_choice("init_label", init_label, ("source", "destination"))
+    return (iterations, check_positive("damping", damping, high=2.0),
+            None if average_last is None else int(average_last), check_fraction("skip", skip),
+            check_optional_real("tol", tol, low=0.0),
+            check_optional_real("divergence_factor", divergence_factor, low=1.0, low_open=True),
+            check_choice("init_label", init_label, ("source", "destination")))
+
+
 # --------------------------------------------------------------------------- the seed's method
 def invert_original(
     model: Any,
@@ -277,8 +280,10 @@ def invert_original(
     """
     z = check_latents(model, latents)
     grid = check_grid(timesteps, len(model.alphas_cumprod))
-    _check_original(grid, len(model.alphas_cumprod), refine_iterations, refine_strength, refine_skip, tless_factor,
-                    error_threshold, decay_tolerance, lr_decay, lr_decay_mode, divergence_factor)
+    (refine_iterations, refine_strength, refine_skip, tless_factor, error_threshold, decay_tolerance, lr_decay,
+     lr_decay_mode, divergence_factor) = _check_original(
+        grid, len(model.alphas_cumprod), refine_iterations, refine_strength, refine_skip, tless_factor,
+        error_threshold, decay_tolerance, lr_decay, lr_decay_mode, divergence_factor)
     abar, steps, batch, numel, dev = model.alphas_cumprod, len(grid) - 1, z.shape[0], z[0].numel(), z.device
     threshold, tolerance = scaled_threshold(error_threshold, numel), scaled_threshold(decay_tolerance, numel)
     guard, nfe = FiniteGuard(dev), torch.zeros(batch, dtype=torch.long, device=dev)
@@ -290,7 +295,7 @@ def invert_original(
         n = refine_iterations if i > steps * refine_skip else 0          # 2. refine the noisiest steps
         labels = _original_labels(t, t1, tless_factor) if n else (float(t), float(t))
         min_err = torch.full((batch,), 1e10, dtype=torch.float64, device=dev)
-        lr = torch.full((batch,), float(refine_strength), dtype=torch.float64, device=dev)
+        lr = torch.full((batch,), refine_strength, dtype=torch.float64, device=dev)
         active = torch.full((batch,), n > 0, device=dev)
         stopped = torch.full((batch,), Stop.MAX_ITER if n else Stop.SKIPPED, device=dev)
         evals, errors = torch.zeros(batch, dtype=torch.long, device=dev), []
@@ -311,7 +316,7 @@ def invert_original(
             bad = active & ~hit & bad
             go = active & ~hit & ~bad
             reference = min_err if lr_decay_mode == "faithful" else prev_min
-            lr = torch.where(go & (reference - err < tolerance), lr * float(lr_decay), lr)
+            lr = torch.where(go & (reference - err < tolerance), lr * lr_decay, lr)
             zr = _where(go, zr + (z - back) * _per_image(lr.to(z.dtype)), zr)   # zr += (z - back) * lr
             stopped = torch.where(hit, Stop.THRESHOLD, torch.where(bad, Stop.DIVERGED, stopped))
             active = go
@@ -368,7 +373,8 @@ def invert_fixed_point(
     """
     z = check_latents(model, latents)
     grid = check_grid(timesteps, len(model.alphas_cumprod))
-    _check_fixed_point(iterations, damping, average_last, skip, tol, divergence_factor, init_label)
+    iterations, damping, average_last, skip, tol, divergence_factor, init_label = _check_fixed_point(
+        iterations, damping, average_last, skip, tol, divergence_factor, init_label)
     abar, steps, dev = model.alphas_cumprod, len(grid) - 1, z.device
     guard, nfe = FiniteGuard(dev), torch.zeros(z.shape[0], dtype=torch.long, device=dev)
     for i in tqdm(range(steps), desc="invert_fixed_point", disable=not progress, leave=False):
@@ -432,9 +438,9 @@ def invert_anderson(
     """
     z = check_latents(model, latents)
     grid = check_grid(timesteps, len(model.alphas_cumprod))
-    _check_fixed_point(iterations, damping, average_last, skip, tol, divergence_factor, init_label)
-    check_int("window", window, 1)
-    check_positive("ridge", ridge, allow_zero=True)
+    iterations, damping, average_last, skip, tol, divergence_factor, init_label = _check_fixed_point(
+        iterations, damping, average_last, skip, tol, divergence_factor, init_label)
+    window, ridge = check_int("window", window, 1), check_positive("ridge", ridge, allow_zero=True)
     abar, steps, batch, dev = model.alphas_cumprod, len(grid) - 1, z.shape[0], z.device
     guard, nfe = FiniteGuard(dev), torch.zeros(batch, dtype=torch.long, device=dev)
     for i in tqdm(range(steps), desc="invert_anderson", disable=not progress, leave=False):
@@ -459,7 +465,7 @@ def invert_anderson(
             count = torch.where(go, torch.where(grew, 1, (count + 1).clamp(max=window + 1)), count)  # grew: restart
             hist_x = _where(go, torch.cat([hist_x[:, 1:], x.flatten(1)[:, None]], 1), hist_x)
             hist_g = _where(go, torch.cat([hist_g[:, 1:], g.flatten(1)[:, None]], 1), hist_g)
-            cand, ok = _anderson_mix(hist_x, hist_g, count, float(damping), float(ridge))
+            cand, ok = _anderson_mix(hist_x, hist_g, count, damping, ridge)
             plain = x + damping * (g - x)
             x = _where(go, _where(ok, cand.view_as(x).to(x.dtype), plain), x)
         z_next, residual = search.result(x, recent if n and average_last else [])

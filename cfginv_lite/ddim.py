@@ -21,7 +21,7 @@ from typing import Any, Callable, Literal, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .validation import check_real
+from .validation import check_choice, check_real
 
 StepCallback = Callable[[dict[str, Any]], None]
 LabelConvention = Literal["source", "destination"]
@@ -101,7 +101,7 @@ class Guidance:
     uncond_grid: tuple[int, ...] | None = field(default=None)
 
     def __post_init__(self) -> None:
-        check_guidance_scale(self.scale)
+        object.__setattr__(self, "scale", check_guidance_scale(self.scale))  # numpy/tensor -> float
         if self.uncond_grid is not None and self.uncond_per_step is not None and (
                 len(self.uncond_grid) != len(self.uncond_per_step) + 1):
             raise ValueError(f"{len(self.uncond_per_step)} per-step embeddings for a grid of "
@@ -162,6 +162,23 @@ def make_guidance(
     embeddings = model.encode_prompt([*negative_prompts, *prompts])
     uncond, cond = embeddings.chunk(2)
     return Guidance(cond=cond, uncond=uncond, scale=float(scale))
+
+
+@dataclass
+class InversionResult:
+    """What every inversion method returns (the registry's entries, the baselines).
+
+    ``latents``: the inverted noise; ``guidance``: what regeneration must use (null-text puts
+    its per-step unconditional embeddings here); ``nfe``/``nfe_backward``: forward network
+    evaluations and backward passes per image (one branch of one image = 1); ``seconds``:
+    filled in by :func:`cfginv_lite.methods.run_method`.
+    """
+
+    latents: torch.Tensor
+    guidance: Guidance
+    nfe: int
+    nfe_backward: int = 0
+    seconds: float = 0.0
 
 
 @dataclass
@@ -294,8 +311,7 @@ def invert_naive(
     Callback dict: ``step, steps, t_from, t_to, label_uncond, label_cond, latent,
     latent_prev, noise, residual (None: unknown without an extra evaluation), nfe``.
     """
-    if label not in ("source", "destination"):
-        raise ValueError(f"label must be 'source' or 'destination', got {label!r}")
+    check_choice("label", label, ("source", "destination"))
     z = check_latents(model, latents)
     grid = check_grid(timesteps, len(model.alphas_cumprod))
     abar = model.alphas_cumprod

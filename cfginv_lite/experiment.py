@@ -101,7 +101,7 @@ def reconstruct_samplers(model: Any, images: torch.Tensor, prompts: Sequence[str
                          regen_callback: StepCallback | None = None, progress: bool = False,
                          **options: Any) -> dict[str, Reconstruction]:
     """Like :func:`reconstruct`, but invert **once** and regenerate with each of ``samplers``."""
-    from .regenerate import regenerate
+    from .sampling import regenerate
 
     scale = check_guidance_scale(scale)
     grid = list(grid)
