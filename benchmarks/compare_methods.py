@@ -30,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cfginv_lite import load_model
+from cfginv_lite.compensate import Stop
 from cfginv_lite.data import load_digit_images, real_digits
 from cfginv_lite.experiment import digit_prompts, generate, reconstruct
 from cfginv_lite.metrics import is_collapsed, rmse
@@ -69,21 +70,21 @@ class StepLog(list):
 def solver_stats(log: StepLog, sl: slice) -> tuple[float | None, int | None, int | None]:
     """(mean final per-step residual, diverged image-steps, max per-image NFE) of images ``sl``.
 
-    Only for the iterative solvers (their infos carry ``stopped_per_image``); skipped steps
+    Only for the iterative solvers (their infos carry a ``stopped`` tensor); skipped steps
     are left out; where the returned iterate was never evaluated (NaN) the last evaluated
     residual of that image at that step stands in for it.
     """
-    infos = [i for i in log if "stopped_per_image" in i]
+    infos = [i for i in log if isinstance(i.get("stopped"), torch.Tensor)]
     if not infos:
         return None, None, None
     values, diverged = [], 0
     for info in infos:
-        res = info["residual_per_image"][sl].clone()
-        hist = info["residuals_per_image"][:, sl]
-        stopped = info["stopped_per_image"][sl]
-        diverged += sum(s == "diverged" for s in stopped)
+        res = info["residual"][sl].clone()
+        hist = info["residuals"][:, sl]
+        stopped = info["stopped"][sl]
+        diverged += int((stopped == Stop.DIVERGED).sum())
         for b in range(res.numel()):
-            if stopped[b] == "skipped":
+            if stopped[b] == Stop.SKIPPED:
                 continue
             if math.isnan(res[b]):
                 col = hist[:, b][~torch.isnan(hist[:, b])] if hist.numel() else hist[:, b]
@@ -92,7 +93,7 @@ def solver_stats(log: StepLog, sl: slice) -> tuple[float | None, int | None, int
                 res[b] = col[-1]
             values.append(float(res[b]))
     mean = sum(values) / len(values) if values else None
-    return mean, diverged, int(infos[-1]["nfe_per_image"][sl].max())
+    return mean, diverged, int(infos[-1]["nfe"][sl].max())
 
 
 def pareto(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
