@@ -311,9 +311,8 @@ def invert_original(
             best = _where(improved, zr, best)
             prev_min, min_err = min_err, torch.where(improved, err, min_err)
             hit = active & (min_err < threshold)                         # early stop
-            bad = ~torch.isfinite(err) if divergence_factor is None else (
-                ~torch.isfinite(err) | (err > divergence_factor * min_err))
-            bad = active & ~hit & bad
+            grew = torch.zeros_like(hit) if divergence_factor is None else err > divergence_factor * min_err
+            bad = active & ~hit & (~torch.isfinite(err) | grew)          # diverged: stop, keep the best
             go = active & ~hit & ~bad
             reference = min_err if lr_decay_mode == "faithful" else prev_min
             lr = torch.where(go & (reference - err < tolerance), lr * lr_decay, lr)

@@ -88,7 +88,7 @@ def reconstruct(model: Any, images: torch.Tensor, prompts: Sequence[str], scale:
     """Encode ``images``, invert them with ``method`` at ``scale``, regenerate, and measure.
 
     ``sampler="ddim"`` regenerates with DDIM on the inversion grid; ``"lms"`` with K-LMS as
-    the original notebook did (:func:`cfginv_lite.regenerate.sample_lms`).
+    the original notebook did (:func:`cfginv_lite.sampling.sample_lms`).
     """
     return reconstruct_samplers(model, images, prompts, scale, grid, method=method, true_noise=true_noise,
                                 samplers=(sampler,), callback=callback, regen_callback=regen_callback,
