@@ -16,12 +16,13 @@ sampler, which does not fit the ``(latents, guidance)`` result the registry expe
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Literal, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-from .ddim import FiniteGuard, Guidance, InversionResult, StepCallback, check_grid, check_latents, move
+from .ddim import FiniteGuard, Guidance, InversionResult, StepCallback, Stop, check_grid, check_latents, move
 from .ddim import _expand_batch as _expand
 from .ddim import _labels
 from .validation import check_choice, check_int, check_positive
@@ -155,7 +156,8 @@ def invert_null_text(
         optimiser = torch.optim.Adam(params, lr=lr * (1.0 - 0.5 * i / steps))
         threshold = early_stop_eps + 1e-3 * i / steps
         active = torch.ones(batch, dtype=torch.bool)
-        losses: list[float] = []
+        losses: list[torch.Tensor] = []  # per inner step, (B,) with NaN where an image had stopped
+        evals = torch.zeros(batch, dtype=torch.long)
         for _ in range(inner_steps):
             idx = active.nonzero().flatten()
             if idx.numel() == 0:
@@ -174,7 +176,8 @@ def invert_null_text(
             forward[idx] += 1
             backward[idx] += 1
             loss = loss.detach().cpu()
-            losses.append(float(loss.mean()))
+            losses.append(torch.full((batch,), math.nan, dtype=torch.float64).index_put_((idx,), loss.double()))
+            evals[idx] += 1
             active[idx[loss < threshold]] = False  # Mokady et al. test after the step
         null = torch.cat([p.detach() for p in params])
         per_step.append(null)
@@ -185,10 +188,13 @@ def invert_null_text(
         forward += 1
         guard.update(i, z_next)
         if callback is not None:
+            stopped = torch.where(active, Stop.MAX_ITER, Stop.THRESHOLD) if inner_steps else torch.full_like(
+                evals, Stop.SKIPPED)
             callback(dict(step=i, steps=steps, t_from=s, t_to=r, label_uncond=s, label_cond=s, latent=z_next,
-                          latent_prev=z_bar, noise=eps, residual=float((z_next - target).abs().mean()),
-                          residuals=losses, iterations=len(losses), nfe=int(forward.max()),
-                          nfe_backward=int(backward.max()), phase="optimise"))
+                          latent_prev=z_bar, noise=eps, residual=(z_next - target).abs().flatten(1).mean(1).double(),
+                          residuals=torch.stack(losses) if losses else torch.empty(0, batch, dtype=torch.float64),
+                          iterations=evals, stopped=stopped, nfe=forward.clone(), nfe_backward=backward.clone(),
+                          phase="optimise"))
         z_bar = z_next
     guard.raise_if_bad("invert_null_text", grid, -1)
     regen = Guidance(cond=cond, uncond=_expand(guidance.uncond, batch, "unconditional embeddings"),

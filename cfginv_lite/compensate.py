@@ -45,14 +45,13 @@ Callback dict (one per step): the 11 keys of :func:`~cfginv_lite.ddim.invert_nai
 """
 from __future__ import annotations
 
-import enum
 import math
 from typing import Any, Literal, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-from .ddim import FiniteGuard, Guidance, StepCallback, check_grid, check_latents, guided_noise, move
+from .ddim import FiniteGuard, Guidance, StepCallback, Stop, check_grid, check_latents, guided_noise, move
 from .metrics import is_collapsed  # noqa: F401  (kept importable from here for the notebooks)
 from .validation import check_choice, check_fraction, check_int, check_optional_real, check_positive, check_real
 
@@ -60,15 +59,6 @@ from .validation import check_choice, check_fraction, check_int, check_optional_
 REFERENCE_NUMEL = 4 * 64 * 64
 LrDecayMode = Literal["faithful", "intended"]
 InitLabel = Literal["source", "destination"]
-
-
-class Stop(enum.IntEnum):
-    """Why an image's refinement of a step ended (the callback's ``stopped`` codes)."""
-
-    MAX_ITER = 0    # ran every iteration
-    THRESHOLD = 1   # early stop: error below the threshold / tolerance
-    DIVERGED = 2    # non-finite, or grew past divergence_factor x its best
-    SKIPPED = 3     # step not refined (or 0 iterations)
 
 
 # --------------------------------------------------------------------------- small helpers

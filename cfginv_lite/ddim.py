@@ -14,6 +14,7 @@ Sampling moves from high noise to low (``s > r``), inversion from low to high (`
 """
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Sequence
@@ -28,6 +29,15 @@ LabelConvention = Literal["source", "destination"]
 #: Callback entries shaped like the latents (``(B, C, H, W)``); every other tensor a solver
 #: reports is per image (``(B,)`` or ``(K, B)``) and small.
 LATENT_KEYS: tuple[str, ...] = ("latent", "latent_prev", "noise")
+
+
+class Stop(enum.IntEnum):
+    """Why an image's refinement of a step ended (the callback's ``stopped`` codes)."""
+
+    MAX_ITER = 0    # ran every iteration
+    THRESHOLD = 1   # early stop: error below the threshold / tolerance
+    DIVERGED = 2    # non-finite, or grew past divergence_factor x its best
+    SKIPPED = 3     # step not refined (or 0 iterations)
 
 
 # --------------------------------------------------------------------------- the DDIM move
