@@ -110,7 +110,7 @@ def plot(per_image: dict[tuple[str, float, int, str], list[float]], path: Path) 
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from cfginv_lite.plotting import distribution_plot
+    from cfginv_lite.presentation import distribution_plot
 
     configs = sorted({(cfg, steps) for (_, cfg, steps, _) in per_image}, key=lambda k: (-k[0], k[1]))
     cfg, steps = configs[0]

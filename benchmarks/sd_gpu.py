@@ -8,7 +8,10 @@ Reported per image, at ``--size`` px, ``--steps`` steps, ``--dtype``: seconds, n
 evaluations (NFE; one batched guided call = 2 NFE), the ratio ``total / (NFE/2 * t_call)``
 with ``t_call`` the median time of one batched UNet call (batch 2): 1.0 means the method
 costs exactly its UNet calls, more means overhead), and peak GPU memory
-(``torch.cuda.max_memory_allocated``).
+(``torch.cuda.max_memory_allocated``), and the host synchronisations per step, counted with
+``torch.cuda.set_sync_debug_mode("warn")`` in a separate, untimed run (CUDA only). The first
+row is repeated with the UNet under ``torch.compile(mode="reduce-overhead")`` (CUDA graphs;
+``compile_unet=True`` of the loader) unless ``--no-compile``.
 
 Caveat: methods with early stopping (the original's ``min_err < 5``, Anderson's ``tol``)
 may stop at a different iteration with random weights than with real ones; the NFE column
@@ -18,28 +21,31 @@ Usage (CUDA)::
 
     python benchmarks/sd_gpu.py --steps 50 --size 512 --dtype fp16 --out docs/benchmarks.md
 
-Smoke test on a CPU (tiny random SD, no file written unless --out is given)::
+Smoke test on a CPU (tiny random SD, 4 steps, a few seconds; no file written unless --out)::
 
-    python benchmarks/sd_gpu.py --allow-cpu --tiny --steps 4
+    python benchmarks/sd_gpu.py --allow-cpu --tiny
 """
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import inspect
 import platform
 import statistics
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from cfginv_lite.compensate import invert_anderson, invert_original
 from cfginv_lite.ddim import Guidance, NonFiniteLatentError, guided_noise, invert_naive, sample_ddim
-from cfginv_lite.models.stable_diffusion import StableDiffusionModel, build_tiny_stable_diffusion
+from cfginv_lite.models.stable_diffusion import StableDiffusionModel
+from cfginv_lite.models.tiny import build_tiny_stable_diffusion
 from cfginv_lite.schedule import SD1_SCHEDULER_CONFIG, timestep_grid
+from cfginv_lite.trace import TraceRecorder
 
 # stable-diffusion-v1-5/stable-diffusion-v1-5, unet/config.json (859,520,964 parameters).
 SD15_UNET_CONFIG: dict[str, Any] = {
@@ -68,18 +74,22 @@ class Row:
     nfe: float | None = None
     peak_gib: float | None = None
     note: str = ""
+    syncs_per_step: float | None = None
 
 
 # --------------------------------------------------------------------------- setup
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=50, help="inversion/sampling steps (default 50)")
+    p.add_argument("--steps", type=int, default=None, help="inversion/sampling steps (default 50; 4 with --tiny)")
     p.add_argument("--size", type=int, default=None, help="image size in pixels (default 512; 64 with --tiny)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp16", help="UNet precision (VAE stays fp32)")
     p.add_argument("--guidance", type=float, default=4.0, help="CFG scale (the original's showcase: 4.0)")
-    p.add_argument("--repeats", type=int, default=10, help="timed batched UNet calls (median)")
-    p.add_argument("--runs", type=int, default=2, help="timed runs per method (median)")
+    p.add_argument("--repeats", type=int, default=None, help="timed batched UNet calls (median; 10, 3 with --tiny)")
+    p.add_argument("--runs", type=int, default=None, help="timed runs per method (median; 2, 1 with --tiny)")
+    p.add_argument("--compile", dest="compile", action="store_true", default=None,
+                   help="also time the UNet call under torch.compile (default on CUDA)")
+    p.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile row")
     p.add_argument("--out", type=Path, default=None,
                    help="Markdown file to write (default docs/benchmarks.md on CUDA; nothing on CPU)")
     p.add_argument("--allow-cpu", action="store_true", help="run on the CPU (only with --tiny or --size 64)")
@@ -87,6 +97,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.size is None:
         args.size = 64 if args.tiny else 512
+    for name, full, tiny in (("steps", 50, 4), ("repeats", 10, 3), ("runs", 2, 1)):
+        if getattr(args, name) is None:
+            setattr(args, name, tiny if args.tiny else full)
     if args.steps < 1 or args.repeats < 1 or args.runs < 1:
         p.error("--steps, --repeats and --runs must be >= 1")
     return args
@@ -117,6 +130,13 @@ def build_model(args: argparse.Namespace, device: torch.device, dtype: torch.dty
         unet = UNet2DConditionModel(**SD15_UNET_CONFIG)
         vae = AutoencoderKL(**SD15_VAE_CONFIG)
     return StableDiffusionModel(unet, vae, None, None, dict(SD1_SCHEDULER_CONFIG), device, dtype, args.size)
+
+
+def compiled_copy(model: StableDiffusionModel) -> StableDiffusionModel:
+    """The same weights with the UNet under ``torch.compile`` (``compile_unet=True``)."""
+    unet = getattr(model.unet, "_orig_mod", model.unet)
+    return StableDiffusionModel(unet, model.vae, None, None, model.scheduler_config, model.device, model.dtype,
+                                model.image_size, compile_unet=True)
 
 
 def random_guidance(model: StableDiffusionModel, scale: float) -> Guidance:
@@ -165,7 +185,24 @@ class CallCounter:
         return self.evaluations / self.images
 
 
-def time_batched_call(model: StableDiffusionModel, z: torch.Tensor, guidance: Guidance, repeats: int) -> Row:
+def count_syncs(fn: Callable[[], Any], device: torch.device) -> int | None:
+    """Host synchronisations ``fn`` forces, counted as ``set_sync_debug_mode("warn")`` warnings (CUDA only)."""
+    if device.type != "cuda":
+        return None
+    with warnings.catch_warnings(record=True) as caught, torch.inference_mode():
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        except NonFiniteLatentError:
+            pass
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+def time_batched_call(model: StableDiffusionModel, z: torch.Tensor, guidance: Guidance, repeats: int,
+                      name: str = "one batched UNet call (batch 2)") -> Row:
     """Median time of one guided call = one UNet call on a batch of 2 (warm-up excluded)."""
     for _ in range(3):
         guided_noise(model, z, 500.0, 500.0, guidance)
@@ -179,13 +216,13 @@ def time_batched_call(model: StableDiffusionModel, z: torch.Tensor, guidance: Gu
             guided_noise(model, z, 500.0, 500.0, guidance)
             sync(model.device)
             times.append(time.perf_counter() - start)
-    return Row("one batched UNet call (batch 2)", statistics.median(times), 2, peak_gib(model.device),
-               f"median of {repeats}")
+    return Row(name, statistics.median(times), 2, peak_gib(model.device), f"median of {repeats}")
 
 
 def time_method(name: str, fn: Callable[[], Any], model: StableDiffusionModel, runs: int, note: str = "", *,
-                count_nfe: bool = True) -> Row:
-    """Median wall time of ``fn`` over ``runs`` runs after one warm-up; NFE from the last run."""
+                count_nfe: bool = True, steps: int | None = None) -> Row:
+    """Median wall time of ``fn`` over ``runs`` runs after one warm-up; NFE from the last run;
+    host syncs per step (``steps`` given, CUDA) from one more, untimed run."""
     notes = [note] if note else []
     try:
         with torch.inference_mode():
@@ -205,58 +242,45 @@ def time_method(name: str, fn: Callable[[], Any], model: StableDiffusionModel, r
             sync(model.device)
             times.append(time.perf_counter() - start)
         nfe, peak = counter.nfe, peak_gib(model.device)
-    return Row(name, statistics.median(times), nfe if count_nfe else None, peak, "; ".join(dict.fromkeys(notes)))
-
-
-def optional_method(name: str) -> Callable[..., Any] | None:
-    try:
-        module = __import__("cfginv_lite.compensate", fromlist=[name])
-        return getattr(module, name)
-    except (ImportError, AttributeError) as err:
-        print(f"note: skipping {name} ({err})")
-        return None
-
-
-def call_with_supported(fn: Callable[..., Any], *args: Any, **options: Any) -> Any:
-    """Pass only the options ``fn`` accepts (signatures may still change)."""
-    params = inspect.signature(fn).parameters
-    return fn(*args, **{k: v for k, v in options.items() if k in params})
+    syncs = count_syncs(fn, model.device) if steps else None
+    return Row(name, statistics.median(times), nfe if count_nfe else None, peak, "; ".join(dict.fromkeys(notes)),
+               None if syncs is None else syncs / steps)
 
 
 def run_all(args: argparse.Namespace, model: StableDiffusionModel) -> list[Row]:
-    from cfginv_lite.trace import TraceRecorder
-
     guidance = random_guidance(model, args.guidance)
     grid = timestep_grid(args.steps)
     image = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.inference_mode():
         z0 = model.encode(image)
     rows = [time_batched_call(model, z0, guidance, args.repeats)]
+    if args.compile is None:
+        args.compile = model.device.type == "cuda"
+    if args.compile:
+        rows.append(time_batched_call(compiled_copy(model), z0, guidance, args.repeats,
+                                      "one batched UNet call (batch 2), torch.compile"))
     rows.append(time_method("VAE encode (fp32)", lambda: model.encode(image), model, args.runs, count_nfe=False))
     rows.append(time_method("VAE decode (fp32)", lambda: model.decode(z0), model, args.runs, count_nfe=False))
     common = dict(progress=False)
-    rows.append(time_method("naive DDIM inversion (invert_naive)",
-                            lambda: invert_naive(model, z0, grid, guidance, **common), model, args.runs))
+    steps = dict(steps=args.steps)
 
     def traced() -> None:
         recorder = TraceRecorder("naive", keep=("latent", "noise"))
         invert_naive(model, z0, grid, guidance, callback=recorder, **common)
         recorder.finish()
 
-    rows.append(time_method("naive + TraceRecorder(latent, noise) + finish()", traced, model, args.runs))
-    rows.append(time_method("DDIM sampling (sample_ddim)",
-                            lambda: sample_ddim(model, z0, grid, guidance, **common), model, args.runs))
-    original = optional_method("invert_original")
-    if original is not None:
-        rows.append(time_method(
-            "original (invert_original, refine_iterations=5, refine_skip=0.7)",
-            lambda: call_with_supported(original, model, z0, grid, guidance, refine_iterations=5,
-                                        refine_skip=0.7, **common), model, args.runs))
-    anderson = optional_method("invert_anderson")
-    if anderson is not None:
-        rows.append(time_method("Anderson (invert_anderson, defaults)",
-                                lambda: call_with_supported(anderson, model, z0, grid, guidance, **common),
-                                model, args.runs))
+    rows += [
+        time_method("naive DDIM inversion (invert_naive)",
+                    lambda: invert_naive(model, z0, grid, guidance, **common), model, args.runs, **steps),
+        time_method("naive + TraceRecorder(latent, noise) + finish()", traced, model, args.runs, **steps),
+        time_method("DDIM sampling (sample_ddim)",
+                    lambda: sample_ddim(model, z0, grid, guidance, **common), model, args.runs, **steps),
+        time_method("original (invert_original, refine_iterations=5, refine_skip=0.7)",
+                    lambda: invert_original(model, z0, grid, guidance, refine_iterations=5, refine_skip=0.7,
+                                            **common), model, args.runs, **steps),
+        time_method("Anderson (invert_anderson, defaults)",
+                    lambda: invert_anderson(model, z0, grid, guidance, **common), model, args.runs, **steps),
+    ]
     return rows
 
 
@@ -284,17 +308,22 @@ def markdown(args: argparse.Namespace, model: StableDiffusionModel, rows: list[R
         f"CFG {args.guidance}, batch 1",
         f"- Command: `python benchmarks/sd_gpu.py {' '.join(argv)}`",
         "",
-        "| what | seconds / image | NFE / image | total / (NFE/2 x one call) | peak GPU memory (GiB) | note |",
-        "|---|---|---|---|---|---|",
+        "| what | seconds / image | NFE / image | total / (NFE/2 x one call) | host syncs per step "
+        "| peak GPU memory (GiB) | note |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         ratio = "" if row.nfe in (None, 0) else f"{row.seconds / (row.nfe / 2 * call):.2f}"
         nfe = "" if row.nfe is None else f"{row.nfe:g}"
+        syncs = "n/a (CPU)" if model.device.type != "cuda" else ("" if row.syncs_per_step is None
+                                                                 else f"{row.syncs_per_step:.2f}")
         mem = "n/a (CPU)" if row.peak_gib is None else f"{row.peak_gib:.2f}"
-        lines.append(f"| {row.name} | {row.seconds:.4f} | {nfe} | {ratio} | {mem} | {row.note} |")
+        lines.append(f"| {row.name} | {row.seconds:.4f} | {nfe} | {ratio} | {syncs} | {mem} | {row.note} |")
     lines += [
         "",
-        "One batched call evaluates the unconditional and conditional branch together (2 NFE).",
+        "One batched call evaluates the unconditional and conditional branch together (2 NFE). The ratio",
+        "divides by the eager call time (the first row); 1.0 means the method costs exactly its UNet calls.",
+        "Host syncs per step: `torch.cuda.set_sync_debug_mode(\"warn\")` warnings of one run / steps.",
         "Inversion rows start from a VAE latent (encoding excluded). Methods that stop early may run a",
         "different number of iterations with random weights than with real ones: compare the NFE column.",
         "Peak memory is everything allocated by torch at the peak, weights included "

@@ -17,33 +17,15 @@ sampler, which does not fit the ``(latents, guidance)`` result the registry expe
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, NamedTuple, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-from .ddim import FiniteGuard, Guidance, StepCallback, check_grid, check_latents, move
-
-
-class BaselineInversion(NamedTuple):
-    """Inverted noise, the guidance to regenerate it with, and the cost per image."""
-
-    latents: torch.Tensor
-    guidance: Guidance
-    nfe: int            # forward network evaluations per image (one branch, one image = 1)
-    nfe_backward: int   # backward passes through the network per image
-
-
-def _expand(emb: torch.Tensor, batch: int, what: str) -> torch.Tensor:
-    if emb.shape[0] == batch:
-        return emb
-    if emb.shape[0] == 1:
-        return emb.expand(batch, *emb.shape[1:])
-    raise ValueError(f"{what} have batch {emb.shape[0]}, latents have batch {batch}")
-
-
-def _labels(value: float, batch: int, device: torch.device) -> torch.Tensor:
-    return torch.full((batch,), float(value), dtype=torch.float32, device=device)
+from .ddim import FiniteGuard, Guidance, InversionResult, StepCallback, Stop, check_grid, check_latents, move
+from .ddim import _expand_batch as _expand
+from .ddim import _labels
+from .validation import check_choice, check_int, check_positive
 
 
 def invert_conditional(
@@ -62,8 +44,7 @@ def invert_conditional(
     Returns the trajectory ``[z_{ts[0]}, ..., z_{ts[-1]}]`` (the pivot of null-text
     inversion). The ``"source"`` label is the one of Mokady et al.'s code.
     """
-    if label not in ("source", "destination"):
-        raise ValueError(f"label must be 'source' or 'destination', got {label!r}")
+    check_choice("label", label, ("source", "destination"))
     z = check_latents(model, latents)
     grid = check_grid(timesteps, len(model.alphas_cumprod))
     cond = _expand(cond, z.shape[0], "conditional embeddings")
@@ -96,7 +77,7 @@ def invert_negative_prompt(
     label: Literal["source", "destination"] = "source",
     callback: StepCallback | None = None,
     progress: bool = True,
-) -> BaselineInversion:
+) -> InversionResult:
     """Negative-prompt inversion (Miyake et al. 2023).
 
     Invert at ``w = 1`` (conditional branch only: ``steps`` NFE per image), and regenerate
@@ -111,7 +92,7 @@ def invert_negative_prompt(
     cond = _expand(guidance.cond, batch, "conditional embeddings")
     trajectory = invert_conditional(model, z, timesteps, cond, label=label, callback=callback, progress=progress)
     regen = Guidance(cond=cond, uncond=cond, scale=guidance.scale)
-    return BaselineInversion(trajectory[-1], regen, nfe=len(trajectory) - 1, nfe_backward=0)
+    return InversionResult(trajectory[-1], regen, nfe=len(trajectory) - 1, nfe_backward=0)
 
 
 def invert_null_text(
@@ -126,7 +107,7 @@ def invert_null_text(
     label: Literal["source", "destination"] = "source",
     callback: StepCallback | None = None,
     progress: bool = True,
-) -> BaselineInversion:
+) -> InversionResult:
     """Null-text inversion (Mokady et al., CVPR 2023, Alg. 1), per image.
 
     1. Pivot: DDIM inversion at ``w = 1`` (:func:`invert_conditional`), ``z*_0 .. z*_T``.
@@ -138,8 +119,9 @@ def invert_null_text(
        gradient flowing through the network into the embedding only; stop an image early once
        its loss after a step is ``< early_stop_eps + 1e-3 * i / steps`` (their
        ``1e-5 + i * 2e-5`` at 50 steps). Then ``z_bar`` takes the guided step with ``null_i``.
-    3. Regenerate with ``Guidance(..., uncond_per_step=(null_0, ...))`` and
-       :func:`cfginv_lite.ddim.sample_ddim` on the same grid: that replays step 2's ``z_bar``.
+    3. Regenerate with ``Guidance(..., uncond_per_step=(null_0, ...), uncond_grid=grid)`` and
+       :func:`cfginv_lite.ddim.sample_ddim` on the same grid: that replays step 2's ``z_bar``
+       (any other grid raises ``ValueError``).
 
     Images are independent: the embeddings are separate leaf tensors (Adam skips those
     without a gradient), images that stopped leave the batched call. Cost per image,
@@ -150,13 +132,9 @@ def invert_null_text(
     """
     z = check_latents(model, latents)
     grid = check_grid(timesteps, len(model.alphas_cumprod))
-    if isinstance(inner_steps, bool) or not isinstance(inner_steps, int) or inner_steps < 0:
-        raise ValueError(f"inner_steps must be an integer >= 0, got {inner_steps!r}")
-    for name, value in (("lr", lr), ("early_stop_eps", early_stop_eps)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    if lr == 0:
-        raise ValueError("lr must be > 0")
+    inner_steps = check_int("inner_steps", inner_steps, 0)
+    lr = check_positive("lr", lr)
+    early_stop_eps = check_positive("early_stop_eps", early_stop_eps, allow_zero=True)
     batch, steps, w = z.shape[0], len(grid) - 1, guidance.scale
     abar = model.alphas_cumprod
     cond = _expand(guidance.cond, batch, "conditional embeddings").detach()
@@ -178,7 +156,8 @@ def invert_null_text(
         optimiser = torch.optim.Adam(params, lr=lr * (1.0 - 0.5 * i / steps))
         threshold = early_stop_eps + 1e-3 * i / steps
         active = torch.ones(batch, dtype=torch.bool)
-        losses: list[float] = []
+        losses: list[torch.Tensor] = []  # per inner step, (B,) with NaN where an image had stopped
+        evals = torch.zeros(batch, dtype=torch.long)
         for _ in range(inner_steps):
             idx = active.nonzero().flatten()
             if idx.numel() == 0:
@@ -197,7 +176,8 @@ def invert_null_text(
             forward[idx] += 1
             backward[idx] += 1
             loss = loss.detach().cpu()
-            losses.append(float(loss.mean()))
+            losses.append(torch.full((batch,), math.nan, dtype=torch.float64).index_put_((idx,), loss.double()))
+            evals[idx] += 1
             active[idx[loss < threshold]] = False  # Mokady et al. test after the step
         null = torch.cat([p.detach() for p in params])
         per_step.append(null)
@@ -208,12 +188,15 @@ def invert_null_text(
         forward += 1
         guard.update(i, z_next)
         if callback is not None:
+            stopped = torch.where(active, Stop.MAX_ITER, Stop.THRESHOLD) if inner_steps else torch.full_like(
+                evals, Stop.SKIPPED)
             callback(dict(step=i, steps=steps, t_from=s, t_to=r, label_uncond=s, label_cond=s, latent=z_next,
-                          latent_prev=z_bar, noise=eps, residual=float((z_next - target).abs().mean()),
-                          residuals=losses, iterations=len(losses), nfe=int(forward.max()),
-                          nfe_backward=int(backward.max()), phase="optimise"))
+                          latent_prev=z_bar, noise=eps, residual=(z_next - target).abs().flatten(1).mean(1).double(),
+                          residuals=torch.stack(losses) if losses else torch.empty(0, batch, dtype=torch.float64),
+                          iterations=evals, stopped=stopped, nfe=forward.clone(), nfe_backward=backward.clone(),
+                          phase="optimise"))
         z_bar = z_next
     guard.raise_if_bad("invert_null_text", grid, -1)
     regen = Guidance(cond=cond, uncond=_expand(guidance.uncond, batch, "unconditional embeddings"),
-                     scale=w, uncond_per_step=tuple(per_step))
-    return BaselineInversion(pivot[-1], regen, nfe=int(forward.max()), nfe_backward=int(backward.max()))
+                     scale=w, uncond_per_step=tuple(per_step), uncond_grid=tuple(grid))
+    return InversionResult(pivot[-1], regen, nfe=int(forward.max()), nfe_backward=int(backward.max()))

@@ -13,9 +13,8 @@ from typing import Any, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .presentation import COLUMNS, format_table, plot_rows  # noqa: F401  (format_table: old import path)
 from .schedule import SPACINGS, timestep_grid
-
-COLUMNS = ("set", "cfg", "steps", "method", "nfe", "nfe_bwd", "latent_rmse", "image_rmse", "psnr_db", "seconds")
 
 
 def _methods() -> dict[str, Any]:
@@ -60,49 +59,6 @@ def compare(model_name: str = "digits", cfgs: Sequence[float] = (1, 3, 5, 7.5), 
                     bar.update()
     bar.close()
     return rows
-
-
-def format_table(rows: list[dict[str, Any]], markdown: bool = False, columns: Sequence[str] = COLUMNS) -> str:
-    """Fixed-width (or Markdown) table of :func:`compare` rows (or any rows with ``columns``), numbers rounded."""
-    def cell(v: Any) -> str:
-        if v is None:
-            return "-"
-        if isinstance(v, float):
-            return f"{v:.4f}" if abs(v) < 10 else f"{v:.2f}"
-        if isinstance(v, tuple):  # (cfg,) marker: print guidance compactly
-            return f"{v[0]:g}"
-        return str(v)
-
-    body = [[cell((r[c],) if c == "cfg" else r[c]) for c in columns] for r in rows]
-    if markdown:
-        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-        return "\n".join(lines + ["| " + " | ".join(b) + " |" for b in body])
-    widths = [max(len(c), *(len(b[i]) for b in body)) if body else len(c) for i, c in enumerate(columns)]
-    fmt = "  ".join(f"{{:>{w}}}" for w in widths)
-    return "\n".join([fmt.format(*columns)] + [fmt.format(*b) for b in body])
-
-
-def plot_rows(rows: list[dict[str, Any]], path: str) -> None:
-    """Reconstruction error (image RMSE) vs guidance scale, one line per (set, method, steps)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    keys = sorted({(r["set"], r["method"], r["steps"]) for r in rows})
-    for key in keys:
-        pts = sorted((r["cfg"], r["image_rmse"]) for r in rows if (r["set"], r["method"], r["steps"]) == key)
-        ax.plot(*zip(*pts), marker="o", label=f"{key[0]}, {key[1]}, {key[2]} steps")
-    ax.set_xlabel("classifier-free guidance scale w")
-    ax.set_ylabel("image RMSE after regeneration ([0, 1] pixel units)")
-    ax.set_yscale("log")
-    ax.set_title("Reconstruction error vs guidance")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,81 +7,58 @@ step lands back on ``z``::
 
     F(z1) := move(z1, eps_w(z1; lu, lc), t1 -> t) = z            (implicit equation)
 
-Residual of an iterate ``x``: ``z - F(x)``. Every residual reported here is the
-**mean absolute value per element** of that difference (one number per image), so it
-means the same on a 1x8x8 digits latent as on a 4x64x64 Stable Diffusion latent.
+Residual of an iterate ``x``: ``z - F(x)``. Every residual reported here is the **mean
+absolute value per element** of that difference (one number per image), so it means the
+same on a 1x8x8 digits latent as on a 4x64x64 Stable Diffusion latent.
 
-Solvers (k-diffusion style, ``(model, latents, timesteps, guidance, *, ..., callback=None,
-progress=True) -> Tensor``):
+Solvers, each one function with its own loop (k-diffusion style, like
+:func:`cfginv_lite.ddim.invert_naive`):
 
-* :func:`invert_original` - the seed's method, ported faithfully from
-  ``docs/compensated-inversion.md`` (damped residual iteration with
-  keep-best, an absolute early-stop threshold, a quirky lr decay and the ``tless`` label).
+* :func:`invert_original` - the seed's method (``docs/compensated-inversion.md``): damped
+  residual iteration with keep-best, an absolute early-stop threshold, a quirky lr decay and
+  the ``tless`` label.
 * :func:`invert_fixed_point` - plain / damped fixed-point iteration with the destination
-  label (Meiri et al. 2023, "Fixed-point inversion for text-to-image diffusion models"),
-  optionally with ReNoise-style averaging (Garibi et al. 2024). The update
-  ``z -= step * (forward(z) - target)`` of Hong et al. (CVPR 2024, "On exact inversion of
-  DPM-solvers") is the same iteration in residual form.
-* :func:`invert_anderson` - Anderson acceleration of the same map, window ``m = 3``
-  (AIDI: Pan et al., "Effective real image editing with accelerated iterative diffusion
-  inversion", ICCV 2023).
+  label (Meiri et al. 2023), optionally with ReNoise-style averaging (Garibi et al. 2024).
+  Hong et al.'s (CVPR 2024) ``z -= step * (forward(z) - target)`` is the same iteration in
+  residual form.
+* :func:`invert_anderson` - Anderson acceleration of the same map, window ``m = 3`` (AIDI:
+  Pan et al., ICCV 2023).
 
-Callback dict (one per inversion step), the keys of :func:`cfginv_lite.ddim.invert_naive`
-(``step, steps, t_from, t_to, label_uncond, label_cond, latent, latent_prev, noise,
-residual, nfe``) plus ``iterations, residuals, stopped, best_iteration``:
+Batches: every iteration is **one** guided call on the whole batch, whose shape never
+changes. Per-image bookkeeping (best iterate, learning rate, stop) is kept in ``(B,)``
+tensors on the latents' device and applied with ``torch.where``: an image that stopped is
+still evaluated but no longer changes. Nothing is copied to the host inside the loop, so a
+GPU queue never drains; on the CPU, where checking costs nothing, a step ends as soon as
+every image has stopped.
 
-* ``residual``: residual of the returned latent (float), ``None`` where unknown (a step
-  that was not refined, or a returned iterate that was produced but never evaluated).
-* ``residuals``: list, one float per refinement iteration (residual of the iterate
-  evaluated at that iteration).
-* ``iterations``: refinement iterations run (= guided network calls after the naive step).
-* ``stopped``: ``"threshold"`` (early stop), ``"max_iter"``, ``"diverged"`` or
-  ``"skipped"`` (step not refined).
-* ``best_iteration``: index of the returned iterate; 0 is the naive step's result, ``k``
-  the iterate evaluated at iteration ``k`` (``iterations`` = the last, unevaluated
-  iterate of the fixed-point solvers); ``None`` for skipped steps and averaged results.
-* ``noise``: guided noise of the last network evaluation at that step.
-* ``nfe``: cumulative network evaluations per image (each guided call costs 2).
+Callback dict (one per step): the 11 keys of :func:`~cfginv_lite.ddim.invert_naive` plus
+``residuals``, ``iterations``, ``stopped``; per-image values are tensors on the device:
 
-Batches: the bookkeeping (best iterate, learning rate, stop reason, NFE) is per image, and
-each iteration makes **one** batched guided call on the images that are still iterating;
-images that stopped are dropped from the call, so ``nfe_per_image`` counts what each image
-really needed. The plain keys summarise the batch and are exactly the image's values for a
-batch of one: ``residual`` = mean over images (``None`` if any is unknown), ``residuals`` =
-mean over the images evaluated at that iteration, ``iterations``/``best_iteration``/``nfe``
-= max over images, ``stopped`` = the shared reason, else the first of ``diverged``,
-``max_iter``, ``threshold`` present. Per-image values are under ``residual_per_image``
-(NaN = unknown), ``residuals_per_image`` (iterations x B, NaN = not evaluated),
-``iterations_per_image``, ``best_iteration_per_image`` (-1 = none), ``stopped_per_image``
-and ``nfe_per_image``.
+* ``residual``: ``(B,)`` float64, residual of the returned latent, NaN where unknown (a step
+  not refined, or a returned iterate that was produced but never evaluated).
+* ``residuals``: ``(K, B)`` float64, the residual of the iterate evaluated at each of the
+  ``K`` iterations run, NaN where an image had stopped.
+* ``iterations``: ``(B,)`` long, refinement iterations each image used (2 NFE each).
+* ``stopped``: ``(B,)`` long, a :class:`Stop` code.
+* ``nfe``: ``(B,)`` long, cumulative network evaluations each image needed.
+* ``noise``: guided noise of each image's last evaluation at that step.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-from .ddim import (
-    FiniteGuard,
-    Guidance,
-    StepCallback,
-    check_grid,
-    check_latents,
-    guided_noise,
-    move,
-)
+from .ddim import FiniteGuard, Guidance, StepCallback, Stop, check_grid, check_latents, guided_noise, move
+from .metrics import is_collapsed  # noqa: F401  (kept importable from here for the notebooks)
+from .validation import check_choice, check_fraction, check_int, check_optional_real, check_positive, check_real
 
 #: Elements of the latent the seed's absolute thresholds were tuned on (4x64x64, SD at 512 px).
 REFERENCE_NUMEL = 4 * 64 * 64
 LrDecayMode = Literal["faithful", "intended"]
 InitLabel = Literal["source", "destination"]
-STOP_REASONS = ("threshold", "max_iter", "diverged", "skipped")
-
-# evaluate(x_active, idx) -> (noise, back, forward_map); see _Evaluator.
-Evaluate = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -91,205 +68,153 @@ def scaled_threshold(value: float, numel_per_image: int) -> float:
     ``value * numel_per_image / 16384``: the same mean error per element. The seed's
     early-stop threshold 5 becomes ``5 / 256 = 0.0195`` on a 1x8x8 digits latent.
     """
-    if numel_per_image <= 0:
-        raise ValueError(f"numel_per_image must be positive, got {numel_per_image}")
+    check_int("numel_per_image", numel_per_image, 1)
     return float(value) * numel_per_image / REFERENCE_NUMEL
 
 
-def is_collapsed(images: torch.Tensor, reference_std: float | torch.Tensor, ratio: float = 0.25) -> torch.Tensor:
-    """Flag "grey image" regenerations: per-image std below ``ratio * reference_std``.
-
-    The seed reports that without ``tless`` a regeneration sometimes "diverges into a
-    completely grey image"; such an image has almost no contrast left. ``reference_std``
-    is the per-image pixel std typical of the data (a float, or ``(B,)`` per image).
-    Returns a ``(B,)`` bool tensor.
-    """
-    if not isinstance(images, torch.Tensor) or images.ndim < 2:
-        raise ValueError("images must be a tensor (B, ...)")
-    if not (isinstance(ratio, (int, float)) and math.isfinite(ratio) and ratio > 0):
-        raise ValueError(f"ratio must be a positive finite number, got {ratio!r}")
-    ref = torch.as_tensor(reference_std, dtype=torch.float32, device=images.device)
-    if not torch.isfinite(ref).all() or (ref <= 0).any():
-        raise ValueError("reference_std must be positive and finite")
-    std = images.detach().float().flatten(1).std(dim=1, unbiased=False)
-    return std < ratio * ref
+def _where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``torch.where`` with a per-image ``(B,)`` mask broadcast over latents ``(B, ...)``."""
+    return torch.where(mask.view(-1, *([1] * (a.ndim - 1))), a, b)
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
+def _per_image(x: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` values broadcastable against latents ``(B, ...)``."""
+    return x.view(-1, 1, 1, 1)
 
 
-def _check_positive(name: str, value: Any, *, allow_zero: bool = False, upper: float | None = None) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value >= 0 if allow_zero else value > 0) and (upper is None or value <= upper)
-    if not ok:
-        bound = (">= 0" if allow_zero else "> 0") + (f" and <= {upper}" if upper is not None else "")
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
-    return float(value)
+def _all_stopped(active: torch.Tensor) -> bool:
+    """True when no image is still iterating, asked only where asking is free (no GPU queue)."""
+    return active.device.type == "cpu" and not bool(active.any())
 
 
-def _check_fraction(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
-    return float(value)
+def _report(callback: StepCallback, i: int, steps: int, t: int, t1: int, labels: tuple[float, float],
+            latent: torch.Tensor, latent_prev: torch.Tensor, noise: torch.Tensor, nfe: torch.Tensor,
+            residual: torch.Tensor, residuals: list[torch.Tensor], iterations: torch.Tensor,
+            stopped: torch.Tensor) -> None:
+    """The callback dict of the module docstring (no host sync: everything stays a tensor)."""
+    rows = torch.stack(residuals) if residuals else residual.new_empty(0, latent.shape[0])
+    callback(dict(step=i, steps=steps, t_from=t, t_to=t1, label_uncond=labels[0], label_cond=labels[1],
+                  latent=latent, latent_prev=latent_prev, noise=noise, residual=residual, nfe=nfe.clone(),
+                  residuals=rows, iterations=iterations, stopped=stopped))
 
 
-def _check_divergence(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 1 or not math.isfinite(value):
-        raise ValueError(f"divergence_factor must be None or a finite number > 1, got {value!r}")
-    return float(value)
+class _Search:
+    """Per-image keep-best and stopping of the fixed-point solvers, as ``(B,)`` device tensors.
 
-
-def _subset(guidance: Guidance, idx: torch.Tensor, batch: int) -> Guidance:
-    """Guidance for the images ``idx`` of a batch (per-image embeddings are indexed)."""
-    def pick(e: torch.Tensor) -> torch.Tensor:
-        return e[idx.to(e.device)] if e.shape[0] == batch and idx.numel() != batch else e
-    return Guidance(pick(guidance.cond), pick(guidance.uncond), guidance.scale)
-
-
-def _mean_abs(x: torch.Tensor) -> torch.Tensor:
-    return x.detach().abs().flatten(1).mean(dim=1)
-
-
-class _Evaluator:
-    """One batched guided evaluation at level ``t1`` of the iterates of the active images.
-
-    Returns ``(noise, back, forward_map)`` with ``back = move(x, e, t1 -> t)`` (one
-    sampling step down, the left side of the implicit equation) and
-    ``forward_map = move(z, e, t -> t1)`` (the fixed-point map ``G(x)``).
+    Iteration ``k`` evaluates iterate ``x_k`` (``x_0``: the naive step). An image stops at
+    ``residual < tol`` (``THRESHOLD``) or on divergence (non-finite, or residual ``>
+    divergence_factor x`` its best: ``DIVERGED``) and keeps its best evaluated iterate.
     """
 
-    def __init__(self, model: Any, z: torch.Tensor, guidance: Guidance, abar_t: float, abar_t1: float,
-                 label_uncond: float, label_cond: float) -> None:
-        self.model, self.z, self.guidance = model, z, guidance
-        self.abar_t, self.abar_t1 = abar_t, abar_t1
-        self.label_uncond, self.label_cond = label_uncond, label_cond
+    def __init__(self, x0: torch.Tensor, iterations: int) -> None:
+        batch, dev = x0.shape[0], x0.device
+        self.x0, self.best = x0, x0
+        self.best_r = torch.full((batch,), math.inf, dtype=torch.float64, device=dev)
+        self.last_r = torch.full((batch,), math.nan, dtype=torch.float64, device=dev)
+        self.evals = torch.zeros(batch, dtype=torch.long, device=dev)
+        self.active = torch.full((batch,), iterations > 0, dtype=torch.bool, device=dev)
+        self.stopped = torch.full((batch,), Stop.MAX_ITER if iterations > 0 else Stop.SKIPPED, device=dev)
+        self.rows: list[torch.Tensor] = []
 
-    def __call__(self, x: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        batch = self.z.shape[0]
-        guidance = _subset(self.guidance, idx, batch)
-        e = guided_noise(self.model, x, self.label_uncond, self.label_cond, guidance).guided
-        z = self.z[idx]
-        return e, move(x, e, self.abar_t1, self.abar_t), move(z, e, self.abar_t, self.abar_t1)
+    def update(self, x: torch.Tensor, r: torch.Tensor, g: torch.Tensor, tol: float | None,
+               divergence_factor: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Record residuals ``r`` of iterates ``x`` (map values ``g``); return ``(go, grew)``:
+        the images that take a new step, and those whose residual grew since the last one."""
+        active = self.active
+        self.rows.append(torch.where(active, r, math.nan))
+        self.evals += active
+        finite = torch.isfinite(r) & torch.isfinite(g).flatten(1).all(1)
+        improved = active & finite & (r < self.best_r)
+        self.best = _where(improved, x, self.best)
+        self.best_r = torch.where(improved, r, self.best_r)
+        diverged = ~finite if divergence_factor is None else ~finite | (r > divergence_factor * self.best_r)
+        converged = ~diverged & (r < tol) if tol is not None else torch.zeros_like(diverged)
+        grew = r > self.last_r  # False on the first evaluation (NaN)
+        self.last_r = torch.where(active, r, self.last_r)
+        self.stopped = torch.where(active & diverged, Stop.DIVERGED,
+                                   torch.where(active & converged, Stop.THRESHOLD, self.stopped))
+        self.active = active & ~diverged & ~converged
+        return self.active, grew
+
+    def result(self, x: torch.Tensor, recent: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returned latent and its residual (NaN: never evaluated). An image that ran every
+        iteration returns the new, unevaluated ``x_n`` if its last evaluated iterate was its best
+        (a slowly diverging run must not win), or the mean of the ``recent`` map values."""
+        done = (self.stopped == Stop.MAX_ITER) & (self.evals > 0)
+        further = done if recent else done & (self.last_r <= self.best_r)
+        ahead = torch.stack(recent).mean(0) if recent else x
+        residual = torch.where(further | (self.evals == 0), math.nan, self.best_r)
+        return _where(further, ahead, _where(self.evals > 0, self.best, self.x0)), residual
 
 
-@dataclass
-class _Outcome:
-    """What refining one step produced, per image."""
+def _anderson_mix(hist_x: torch.Tensor, hist_g: torch.Tensor, count: torch.Tensor, damping: float,
+                  ridge: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Anderson (type II) candidates for a batch, and where they are usable.
 
-    latent: torch.Tensor                      # (B, ...) the returned z1
-    noise: torch.Tensor | None                # last evaluated guided noise (B, ...), None if no eval
-    iterations: torch.Tensor                  # (B,) long, evaluations run
-    best_iteration: torch.Tensor              # (B,) long, -1 = none (averaged / skipped)
-    residual: torch.Tensor                    # (B,) residual of the returned latent, NaN = unknown
-    residuals: list[torch.Tensor]             # per iteration, (B,) with NaN where not evaluated
-    stopped: list[str]                        # per image
-    lrs: list[torch.Tensor] = field(default_factory=list)  # original only: lr used per update (NaN = none)
-
-
-# --------------------------------------------------------------------------- the seed's refinement
-def _evaluate_active(z: torch.Tensor, x: torch.Tensor, active: torch.Tensor, evaluate: Evaluate,
-                     noise: torch.Tensor | None, evals: torch.Tensor,
-                     reduce: Callable[[torch.Tensor], torch.Tensor]):
-    """Evaluate the still-iterating images' iterates in ONE batched call and do the shared
-    bookkeeping (noise, evaluation counts, the residual row with NaN for inactive images).
-
-    Returns ``None`` when no image is active, else ``(idx, back, g, err, row, noise)``; ``err``
-    is on the CPU because the per-image control flow that follows decides in Python.
+    ``hist_x``/``hist_g``: ``(B, m+1, N)`` iterates and map values, oldest first, of which the
+    last ``count`` per image are valid. With ``f = G(x) - x`` and ``dF``/``dX`` the successive
+    differences of the valid window: ``gamma = argmin |f_k - dF gamma|^2 + lam |gamma|^2``
+    (ridge-regularised normal equations in float64, ``lam = ridge * mean diag(dF dF^T)``),
+    then ``x_{k+1} = x_k + beta f_k - (dX + beta dF) gamma`` (Walker & Ni 2011, eq. 2.3).
+    Invalid differences are zero rows with a unit diagonal, so ``gamma`` is 0 there. A
+    candidate is unusable with fewer than 2 entries, a singular system, or non-finite values.
     """
-    idx = active.nonzero().flatten()
-    if idx.numel() == 0:
-        return None
-    e, back, g = evaluate(x[idx], idx)
-    noise = torch.zeros_like(z) if noise is None else noise
-    noise[idx] = e.detach()
-    evals[idx] += 1
-    err = reduce((z[idx] - back).detach()).to("cpu", torch.float64)
-    row = torch.full((z.shape[0],), math.nan, dtype=torch.float64)
-    row[idx] = err
-    return idx, back, g, err, row, noise
+    x, g = hist_x.double(), hist_g.double()
+    f = g - x
+    valid = torch.arange(1, x.shape[1], device=x.device) >= x.shape[1] - count.clamp(min=1)[:, None] + 1
+    d_f = torch.where(valid[..., None], f[:, 1:] - f[:, :-1], 0.0)
+    d_x = torch.where(valid[..., None], x[:, 1:] - x[:, :-1], 0.0)
+    gram = d_f @ d_f.transpose(1, 2)
+    m = valid.sum(1).clamp(min=1)
+    lam = ridge * (gram.diagonal(dim1=1, dim2=2).sum(1) / m + 1e-30)
+    eye = torch.diag_embed(torch.where(valid, lam[:, None], 1.0))
+    gamma, info = torch.linalg.solve_ex(gram + eye, (d_f @ f[:, -1:].transpose(1, 2)))
+    cand = x[:, -1] + damping * f[:, -1] - ((d_x + damping * d_f).transpose(1, 2) @ gamma)[..., 0]
+    return cand, (count > 1) & (info == 0) & torch.isfinite(cand).all(1)
 
 
-def _refine_original(
-    z: torch.Tensor,
-    z_next: torch.Tensor,
-    evaluate: Evaluate,
-    *,
-    iterations: int,
-    strength: float,
-    threshold: float,
-    decay_tolerance: float,
-    lr_decay: float,
-    lr_decay_mode: LrDecayMode,
-    divergence_factor: float | None,
-) -> _Outcome:
-    """One refined step of the seed's method, per image; ``threshold``/``decay_tolerance``
-    are absolute ``sum(|z - back|)`` values for *this* latent size (already scaled).
-
-    Control flow per iteration (reference, step 4): evaluate ``err = sum|z - back(zr)|``;
-    keep ``zr`` if ``err < min_err``; stop if ``min_err < threshold``; decay ``lr`` if
-    ``min_err - err < decay_tolerance`` (faithful: ``min_err`` already updated, so always;
-    intended: the previous ``min_err``); ``zr += (z - back) * lr``. The update made after
-    the last evaluation is never evaluated, hence never returned - as in the original.
-    """
-    batch = z.shape[0]
-    numel = z[0].numel()
-    zr, best = z_next.clone(), z_next.clone()
-    min_err = torch.full((batch,), 1e10, dtype=torch.float64)
-    lr = torch.full((batch,), strength, dtype=torch.float64)
-    best_it = torch.zeros(batch, dtype=torch.long)
-    evals = torch.zeros(batch, dtype=torch.long)
-    active = torch.ones(batch, dtype=torch.bool)
-    stopped = ["max_iter"] * batch if iterations > 0 else ["skipped"] * batch
-    noise: torch.Tensor | None = None
-    errors: list[torch.Tensor] = []
-    lrs: list[torch.Tensor] = []
-    for k in range(iterations):
-        evaluated = _evaluate_active(z, zr, active, evaluate, noise, evals, lambda d: d.abs().flatten(1).sum(1))
-        if evaluated is None:
-            break
-        idx, back, _, err, row, noise = evaluated
-        errors.append(row)
-        finite = torch.isfinite(err)
-        prev_min = min_err[idx].clone()
-        improved = finite & (err < prev_min)
-        sel = idx[improved]
-        best[sel] = zr[sel]
-        best_it[sel] = k
-        min_err[idx] = torch.where(improved, err, prev_min)
-        new_min = min_err[idx]
-        stop_thr = new_min < threshold
-        # Non-finite iterates can never become best and stay non-finite, so stopping them
-        # changes nothing but the cost. Growth is only checked when asked (not in the original).
-        diverged = ~finite & ~stop_thr
-        if divergence_factor is not None:
-            diverged |= (err > divergence_factor * new_min) & ~stop_thr
-        reference = new_min if lr_decay_mode == "faithful" else prev_min
-        cont = ~stop_thr & ~diverged
-        decay = cont & ((reference - err) < decay_tolerance)
-        lr[idx] = torch.where(decay, lr[idx] * lr_decay, lr[idx])
-        lr_row = torch.full((batch,), math.nan, dtype=torch.float64)
-        go = idx[cont]
-        lr_row[go] = lr[go]
-        lrs.append(lr_row)
-        if go.numel():
-            step_lr = lr[go].to(device=z.device, dtype=z.dtype).view(-1, *([1] * (z.ndim - 1)))
-            zr[go] = zr[go] + (z[go] - back[cont]) * step_lr
-        for b in idx[stop_thr].tolist():
-            stopped[b] = "threshold"
-        for b in idx[diverged].tolist():
-            stopped[b] = "diverged"
-        active[idx[~cont]] = False
-    residual = torch.where(evals > 0, min_err / numel, torch.full_like(min_err, math.nan))
-    best_it = torch.where(evals > 0, best_it, torch.full_like(best_it, -1))
-    return _Outcome(latent=best, noise=noise, iterations=evals, best_iteration=best_it,
-                    residual=residual, residuals=[r / numel for r in errors], stopped=stopped, lrs=lrs)
+# --------------------------------------------------------------------------- option checks
+def _check_original(grid: list[int], num_train_timesteps: int, refine_iterations: Any, refine_strength: Any,
+                    refine_skip: Any, tless_factor: Any, error_threshold: Any, decay_tolerance: Any, lr_decay: Any,
+                    lr_decay_mode: Any, divergence_factor: Any) -> tuple:
+    """The options as Python numbers (numpy scalars accepted), in signature order."""
+    opts = (check_int("refine_iterations", refine_iterations, 0), check_positive("refine_strength", refine_strength),
+            check_fraction("refine_skip", refine_skip), check_optional_real("tless_factor", tless_factor),
+            check_positive("error_threshold", error_threshold, allow_zero=True),
+            check_positive("decay_tolerance", decay_tolerance, allow_zero=True),
+            check_positive("lr_decay", lr_decay, high=1.0),
+            check_choice("lr_decay_mode", lr_decay_mode, ("faithful", "intended")),
+            check_optional_real("divergence_factor", divergence_factor, low=1.0, low_open=True))
+    steps, top = len(grid) - 1, num_train_timesteps - 1
+    for i in range(steps):  # abar_at would clamp a label outside the schedule silently
+        label = _original_labels(grid[i], grid[i + 1], opts[3])[0]
+        if opts[0] and i > steps * opts[2] and not 0 <= label <= top:
+            raise ValueError(f"tless_factor={tless_factor!r} gives the label {label:g} at step {i} "
+                             f"({grid[i]} -> {grid[i + 1]}), outside the schedule's levels [0, {top}]")
+    return opts
 
 
+def _original_labels(t: int, t1: int, tless_factor: float | None) -> tuple[float, float]:
+    """``(tless, t)`` with ``tless = t - (t1 - t) * factor``; ``None``: the destination ``t1`` twice."""
+    if tless_factor is None:
+        return float(t1), float(t1)
+    return t - (t1 - t) * float(tless_factor), float(t)
+
+
+def _check_fixed_point(iterations: Any, damping: Any, average_last: Any, skip: Any, tol: Any,
+                       divergence_factor: Any, init_label: Any) -> tuple:
+    """The options as Python numbers (numpy scalars accepted), in signature order."""
+    iterations = check_int("iterations", iterations, 0)
+    if average_last is not None and check_int("average_last", average_last, 1) > max(iterations, 1):
+        raise ValueError(f"average_last={average_last} exceeds iterations={iterations}")
+    return (iterations, check_positive("damping", damping, high=2.0),
+            None if average_last is None else int(average_last), check_fraction("skip", skip),
+            check_optional_real("tol", tol, low=0.0),
+            check_optional_real("divergence_factor", divergence_factor, low=1.0, low_open=True),
+            check_choice("init_label", init_label, ("source", "destination")))
+
+
+# --------------------------------------------------------------------------- the seed's method
 def invert_original(
     model: Any,
     latents: torch.Tensor,
@@ -310,7 +235,7 @@ def invert_original(
 ) -> torch.Tensor:
     """The seed's compensated DDIM inversion (prompt-to-prompt notebook, Oct. 2022), faithfully.
 
-    For each step ``i`` (``t = ts[i]``, ``t1 = ts[i+1]``):
+    For each step ``i`` (``t = ts[i]``, ``t1 = ts[i+1]``; reference, step 4):
 
     1. naive step with the *source* label: ``z1 = move(z, eps_w(z; t, t), t -> t1)``;
     2. only if ``i > steps * refine_skip`` (strictly: 14 of 50 steps at 0.7), up to
@@ -332,181 +257,69 @@ def invert_original(
     * ``min_err`` starts at ``1e10``, so the naive iterate is always a candidate.
     * ``tless_factor=None`` uses the "numerically correct" destination label ``t1`` for
       both branches (the author: ``tless``/``t`` "produces way better results in practice").
+      A factor whose ``tless`` falls outside the schedule's levels raises ``ValueError``.
 
     Units: ``error_threshold`` (5) and ``decay_tolerance`` (1) are absolute ``sum(|.|)``
-    values tuned on a 4x64x64 latent (16384 elements). They are scaled here by
-    ``numel_per_image / 16384`` so they mean the same *per element* on any latent (on the
-    1x8x8 digits latent: 5/256 and 1/256); pass them in the reference units.
+    values tuned on a 4x64x64 latent (16384 elements), scaled here by ``numel / 16384``
+    (:func:`scaled_threshold`) so they mean the same *per element* on any latent.
 
     ``divergence_factor`` (default ``None``: the original had none) stops refining an image
-    whose error exceeds ``factor x`` its best; non-finite iterates are always dropped
-    (``stopped="diverged"``), which cannot change the result because the original could
-    never have picked them. Cost per image: ``2 * steps`` NFE plus 2 per refinement
-    iteration actually run.
+    whose error exceeds ``factor x`` its best; non-finite iterates always stop
+    (``Stop.DIVERGED``), which cannot change the result: they could never become the best.
+    Cost per image: ``2 * steps`` NFE plus 2 per refinement iteration it used.
     """
     z = check_latents(model, latents)
     grid = check_grid(timesteps, len(model.alphas_cumprod))
-    _check_int("refine_iterations", refine_iterations, 0)
-    _check_positive("refine_strength", refine_strength)
-    _check_fraction("refine_skip", refine_skip)
-    if tless_factor is not None and (isinstance(tless_factor, bool) or not isinstance(tless_factor, (int, float))
-                                     or not math.isfinite(tless_factor)):
-        raise ValueError(f"tless_factor must be None or a finite number, got {tless_factor!r}")
-    _check_positive("error_threshold", error_threshold, allow_zero=True)
-    _check_positive("decay_tolerance", decay_tolerance, allow_zero=True)
-    _check_positive("lr_decay", lr_decay, upper=1.0)
-    if lr_decay_mode not in ("faithful", "intended"):
-        raise ValueError(f"lr_decay_mode must be 'faithful' or 'intended', got {lr_decay_mode!r}")
-    divergence_factor = _check_divergence(divergence_factor)
-    numel = z[0].numel()
-    threshold = scaled_threshold(error_threshold, numel)
-    tolerance = scaled_threshold(decay_tolerance, numel)
-    steps = len(grid) - 1
-
-    def refine_labels(t: int, t1: int) -> tuple[float, float]:
-        if tless_factor is None:
-            return float(t1), float(t1)
-        return t - (t1 - t) * float(tless_factor), float(t)
-
-    def refine(z: torch.Tensor, z_next: torch.Tensor, evaluate: Evaluate) -> _Outcome:
-        return _refine_original(z, z_next, evaluate, iterations=refine_iterations, strength=float(refine_strength),
-                                threshold=threshold, decay_tolerance=tolerance, lr_decay=float(lr_decay),
-                                lr_decay_mode=lr_decay_mode, divergence_factor=divergence_factor)
-
-    return _drive("invert_original", model, z, grid, guidance, naive_label="source",
-                  should_refine=lambda i: i > steps * refine_skip, refine_labels=refine_labels,
-                  refine=refine, callback=callback, progress=progress)
+    (refine_iterations, refine_strength, refine_skip, tless_factor, error_threshold, decay_tolerance, lr_decay,
+     lr_decay_mode, divergence_factor) = _check_original(
+        grid, len(model.alphas_cumprod), refine_iterations, refine_strength, refine_skip, tless_factor,
+        error_threshold, decay_tolerance, lr_decay, lr_decay_mode, divergence_factor)
+    abar, steps, batch, numel, dev = model.alphas_cumprod, len(grid) - 1, z.shape[0], z[0].numel(), z.device
+    threshold, tolerance = scaled_threshold(error_threshold, numel), scaled_threshold(decay_tolerance, numel)
+    guard, nfe = FiniteGuard(dev), torch.zeros(batch, dtype=torch.long, device=dev)
+    for i in tqdm(range(steps), desc="invert_original", disable=not progress, leave=False):
+        t, t1 = grid[i], grid[i + 1]
+        a_t, a_t1 = float(abar[t]), float(abar[t1])
+        noise = guided_noise(model, z, t, t, guidance).guided            # 1. naive step, source label
+        zr = best = move(z, noise, a_t, a_t1)
+        n = refine_iterations if i > steps * refine_skip else 0          # 2. refine the noisiest steps
+        labels = _original_labels(t, t1, tless_factor) if n else (float(t), float(t))
+        min_err = torch.full((batch,), 1e10, dtype=torch.float64, device=dev)
+        lr = torch.full((batch,), refine_strength, dtype=torch.float64, device=dev)
+        active = torch.full((batch,), n > 0, device=dev)
+        stopped = torch.full((batch,), Stop.MAX_ITER if n else Stop.SKIPPED, device=dev)
+        evals, errors = torch.zeros(batch, dtype=torch.long, device=dev), []
+        for _ in range(n):
+            if _all_stopped(active):
+                break
+            e = guided_noise(model, zr, *labels, guidance).guided        # eps_w(zr; tless, t)
+            back = move(zr, e, a_t1, a_t)                                # one sampling step back down
+            err = (z - back).abs().flatten(1).sum(1).double()            # the seed's sum|z - back|
+            noise, evals = _where(active, e, noise), evals + active
+            errors.append(torch.where(active, err, math.nan) / numel)
+            improved = active & torch.isfinite(err) & (err < min_err)    # keep the best zr
+            best = _where(improved, zr, best)
+            prev_min, min_err = min_err, torch.where(improved, err, min_err)
+            hit = active & (min_err < threshold)                         # early stop
+            grew = torch.zeros_like(hit) if divergence_factor is None else err > divergence_factor * min_err
+            bad = active & ~hit & (~torch.isfinite(err) | grew)          # diverged: stop, keep the best
+            go = active & ~hit & ~bad
+            reference = min_err if lr_decay_mode == "faithful" else prev_min
+            lr = torch.where(go & (reference - err < tolerance), lr * lr_decay, lr)
+            zr = _where(go, zr + (z - back) * _per_image(lr.to(z.dtype)), zr)   # zr += (z - back) * lr
+            stopped = torch.where(hit, Stop.THRESHOLD, torch.where(bad, Stop.DIVERGED, stopped))
+            active = go
+        nfe += 2 + 2 * evals
+        guard.update(i, best)
+        if callback is not None:
+            residual = torch.where(evals > 0, min_err / numel, math.nan)
+            _report(callback, i, steps, t, t1, labels, best, z, noise, nfe, residual, errors, evals, stopped)
+        z = best
+    guard.raise_if_bad("invert_original", grid, +1)
+    return z
 
 
 # --------------------------------------------------------------------------- fixed point / Anderson
-def _anderson_mix(xs: list[torch.Tensor], gs: list[torch.Tensor], damping: float, ridge: float) -> torch.Tensor | None:
-    """Anderson (type II) candidate from a history of iterates ``xs`` and map values ``gs``.
-
-    With ``f = G(x) - x``, ``dF``/``dX`` the successive differences of the window:
-    ``gamma = argmin |f_k - dF gamma|^2 + lam |gamma|^2`` (ridge-regularised normal
-    equations, ``lam = ridge * mean diag(dF dF^T)``), then
-    ``x_{k+1} = x_k + beta f_k - (dX + beta dF) gamma`` (Walker & Ni 2011, eq. 2.3).
-    Returns ``None`` if the solve fails or gives a non-finite candidate.
-    """
-    x = torch.stack(xs).double()
-    g = torch.stack(gs).double()
-    f = g - x
-    d_f, d_x = f[1:] - f[:-1], x[1:] - x[:-1]
-    gram = d_f @ d_f.T
-    m = gram.shape[0]
-    lam = ridge * (gram.diagonal().mean() + 1e-30)
-    try:
-        gamma = torch.linalg.solve(gram + lam * torch.eye(m, dtype=gram.dtype, device=gram.device), d_f @ f[-1])
-    except RuntimeError:
-        return None
-    cand = x[-1] + damping * f[-1] - (d_x + damping * d_f).T @ gamma
-    return cand if torch.isfinite(cand).all() else None
-
-
-def _solve_fixed_point(
-    z: torch.Tensor,
-    x0: torch.Tensor,
-    evaluate: Evaluate,
-    *,
-    iterations: int,
-    damping: float,
-    window: int,
-    ridge: float,
-    average_last: int | None,
-    tol: float | None,
-    divergence_factor: float | None,
-) -> _Outcome:
-    """Iterate ``x <- x + damping * (G(x) - x)`` (``window > 0``: Anderson-accelerated).
-
-    ``G(x) = move(z, eps_w(x; t1), t -> t1)``. Iteration ``k`` evaluates iterate ``x_k``
-    (``x_0`` = the naive step) and produces ``x_{k+1}``. Per image: stop at
-    ``residual < tol`` (return that iterate) or on divergence (non-finite, or residual
-    ``> divergence_factor x`` the best: return the best evaluated iterate). After the last
-    iteration return the new, unevaluated ``x_n`` if the last evaluated iterate was the best
-    so far, else the best evaluated one (a slowly diverging run must not win); with
-    ``average_last=k``, the mean of the last ``k`` map values ``G(x)``.
-    """
-    batch = z.shape[0]
-    x, best = x0.clone(), x0.clone()
-    best_r = torch.full((batch,), math.inf, dtype=torch.float64)
-    last_r = torch.full((batch,), math.nan, dtype=torch.float64)
-    best_it = torch.zeros(batch, dtype=torch.long)
-    evals = torch.zeros(batch, dtype=torch.long)
-    active = torch.ones(batch, dtype=torch.bool)
-    stopped = ["max_iter"] * batch if iterations > 0 else ["skipped"] * batch
-    hist_x: list[list[torch.Tensor]] = [[] for _ in range(batch)]
-    hist_g: list[list[torch.Tensor]] = [[] for _ in range(batch)]
-    recent_g: list[list[torch.Tensor]] = [[] for _ in range(batch)]
-    noise: torch.Tensor | None = None
-    residuals: list[torch.Tensor] = []
-    for k in range(iterations):
-        evaluated = _evaluate_active(z, x, active, evaluate, noise, evals, _mean_abs)
-        if evaluated is None:
-            break
-        idx, back, g, r, row, noise = evaluated
-        residuals.append(row)
-        finite = torch.isfinite(r) & torch.isfinite(g.detach()).flatten(1).all(1).cpu()
-        improved = finite & (r < best_r[idx])
-        sel = idx[improved]
-        best[sel] = x[sel]
-        best_r[sel] = r[improved]
-        best_it[sel] = k
-        diverged = ~finite
-        if divergence_factor is not None:
-            diverged |= r > divergence_factor * best_r[idx]
-        converged = ~diverged & (r < tol) if tol is not None else torch.zeros_like(diverged)
-        grew = r > last_r[idx]  # False on the first evaluation (NaN)
-        last_r[idx] = r
-        for j, b in enumerate(idx.tolist()):
-            if diverged[j] or converged[j]:
-                stopped[b] = "diverged" if diverged[j] else "threshold"
-                active[b] = False
-                continue
-            gb = g[j].detach()
-            if average_last:
-                recent_g[b] = (recent_g[b] + [gb])[-average_last:]
-            plain = x[b] + damping * (gb - x[b])
-            if window == 0:
-                x[b] = plain
-                continue
-            if grew[j]:  # safeguard: the last Anderson step made things worse -> restart
-                hist_x[b], hist_g[b] = [], []
-            hist_x[b] = (hist_x[b] + [x[b].flatten().clone()])[-(window + 1):]  # x is updated in place
-            hist_g[b] = (hist_g[b] + [gb.flatten()])[-(window + 1):]
-            cand = _anderson_mix(hist_x[b], hist_g[b], damping, ridge) if len(hist_x[b]) > 1 else None
-            x[b] = plain if cand is None else cand.view_as(plain).to(plain.dtype)
-    out = best.clone()
-    residual = best_r.clone()
-    result_it = best_it.clone()
-    for b in range(batch):
-        if evals[b] == 0:
-            out[b], residual[b], result_it[b] = x0[b], math.nan, -1
-        elif stopped[b] == "max_iter":
-            if average_last:
-                out[b] = torch.stack(recent_g[b]).mean(0)
-                residual[b], result_it[b] = math.nan, -1
-            elif last_r[b] <= best_r[b]:  # the last evaluated iterate was the best: go one further
-                out[b], residual[b], result_it[b] = x[b], math.nan, int(evals[b])
-    return _Outcome(latent=out, noise=noise, iterations=evals, best_iteration=result_it,
-                    residual=residual, residuals=residuals, stopped=stopped)
-
-
-def _check_fixed_point_options(iterations: int, damping: float, average_last: int | None, skip: float,
-                               tol: float | None, divergence_factor: float | None, init_label: str) -> float | None:
-    _check_int("iterations", iterations, 0)
-    _check_positive("damping", damping, upper=2.0)
-    if average_last is not None:
-        _check_int("average_last", average_last, 1)
-        if average_last > max(iterations, 1):
-            raise ValueError(f"average_last={average_last} exceeds iterations={iterations}")
-    _check_fraction("skip", skip)
-    if tol is not None:
-        _check_positive("tol", tol, allow_zero=True)
-    if init_label not in ("source", "destination"):
-        raise ValueError(f"init_label must be 'source' or 'destination', got {init_label!r}")
-    return _check_divergence(divergence_factor)
-
-
 def invert_fixed_point(
     model: Any,
     latents: torch.Tensor,
@@ -539,21 +352,48 @@ def invert_fixed_point(
     ``x_0`` is the naive step (``init_label="destination"``: ``x_0 = G(z)``; ``"source"``:
     the seed's naive step). ``iterations`` evaluations of ``G`` follow (2 NFE per image each,
     on top of the naive step's 2); steps with ``i >= steps * skip`` are refined (``skip=0``:
-    all steps; note the seed's rule is strictly ``>``). ``tol``: stop when the residual
-    (mean ``|z - move(x, e, t1 -> t)|`` per element) falls below it. ``average_last=k``:
-    return the mean of the last ``k`` noise estimates' steps ``move(z, e_j, t -> t1)``, i.e.
-    ReNoise's averaging of late noise predictions (equivalently of the last ``k`` map values).
-    ``divergence_factor``: stop an image whose residual exceeds that multiple of its best,
-    or turns non-finite, and keep its best iterate (``stopped="diverged"``).
+    all steps; the seed's rule is strictly ``>``). ``tol``: stop an image when its residual
+    (mean ``|z - move(x, e, t1 -> t)|`` per element) falls below it. ``divergence_factor``:
+    stop an image whose residual exceeds that multiple of its best, or turns non-finite, and
+    keep its best iterate. An image that ran every iteration returns the last, unevaluated
+    ``x_n`` if its last evaluated iterate was its best, else its best; with
+    ``average_last=k``, the mean of its last ``k`` map values ``G(x)`` (ReNoise's averaging
+    of the last noise predictions).
     """
     z = check_latents(model, latents)
     grid = check_grid(timesteps, len(model.alphas_cumprod))
-    divergence_factor = _check_fixed_point_options(iterations, damping, average_last, skip, tol,
-                                                   divergence_factor, init_label)
-    return _fixed_point_family("invert_fixed_point", model, z, grid, guidance, iterations=iterations,
-                               damping=float(damping), window=0, ridge=0.0, average_last=average_last, skip=skip,
-                               tol=tol, divergence_factor=divergence_factor, init_label=init_label,
-                               callback=callback, progress=progress)
+    iterations, damping, average_last, skip, tol, divergence_factor, init_label = _check_fixed_point(
+        iterations, damping, average_last, skip, tol, divergence_factor, init_label)
+    abar, steps, dev = model.alphas_cumprod, len(grid) - 1, z.device
+    guard, nfe = FiniteGuard(dev), torch.zeros(z.shape[0], dtype=torch.long, device=dev)
+    for i in tqdm(range(steps), desc="invert_fixed_point", disable=not progress, leave=False):
+        t, t1 = grid[i], grid[i + 1]
+        a_t, a_t1 = float(abar[t]), float(abar[t1])
+        lab = t if init_label == "source" else t1
+        noise = guided_noise(model, z, lab, lab, guidance).guided        # naive step: x_0
+        x = move(z, noise, a_t, a_t1)
+        n = iterations if i >= steps * skip else 0
+        search, recent = _Search(x, n), []
+        for _ in range(n):
+            if _all_stopped(search.active):
+                break
+            e = guided_noise(model, x, t1, t1, guidance).guided
+            g = move(z, e, a_t, a_t1)                                    # G(x)
+            r = (z - move(x, e, a_t1, a_t)).abs().flatten(1).mean(1).double()  # residual of x
+            noise = _where(search.active, e, noise)
+            go, _ = search.update(x, r, g, tol, divergence_factor)      # keep best, stop per image
+            recent = (recent + [g])[-average_last:] if average_last else recent
+            x = _where(go, x + damping * (g - x), x)                     # the damped fixed-point step
+        z_next, residual = search.result(x, recent if n and average_last else [])
+        nfe += 2 + 2 * search.evals
+        guard.update(i, z_next)
+        if callback is not None:
+            labels = (float(t1), float(t1)) if n else (float(lab), float(lab))
+            _report(callback, i, steps, t, t1, labels, z_next, z, noise, nfe, residual, search.rows,
+                    search.evals, search.stopped)
+        z = z_next
+    guard.raise_if_bad("invert_fixed_point", grid, +1)
+    return z
 
 
 def invert_anderson(
@@ -576,113 +416,58 @@ def invert_anderson(
 ) -> torch.Tensor:
     """Anderson-accelerated fixed-point inversion (AIDI: Pan et al., ICCV 2023).
 
-    Same map ``G`` and options as :func:`invert_fixed_point`; each image's iterates are
-    flattened and mixed over a window of ``window`` differences (AIDI uses 3, 5 iterations
-    per step in public re-implementations): ``gamma`` from ridge-regularised least squares
-    (normal equations in float64, ``ridge`` relative to the Gram diagonal),
-    ``x <- x + beta f - (dX + beta dF) gamma`` with ``f = G(x) - x``, ``beta = damping``.
-    Safeguards: a non-finite or failed solve falls back to the plain damped step, and the
-    history restarts whenever the residual grew since the previous iterate. Divergence
-    handling as in :func:`invert_fixed_point`. The mixing costs no network evaluations.
+    Same map ``G``, stopping and options as :func:`invert_fixed_point`; each image's
+    iterates are flattened and mixed over a window of ``window`` differences (AIDI uses 3,
+    5 iterations per step in public re-implementations): ``gamma`` from ridge-regularised
+    least squares (normal equations in float64, ``ridge`` relative to the Gram diagonal),
+    ``x <- x + beta f - (dX + beta dF) gamma`` with ``f = G(x) - x``, ``beta = damping``
+    (:func:`_anderson_mix`). Safeguards: a singular or non-finite solve falls back to the
+    plain damped step, and an image's history restarts whenever its residual grew since the
+    previous iterate. The mixing costs no network evaluations.
     """
     z = check_latents(model, latents)
     grid = check_grid(timesteps, len(model.alphas_cumprod))
-    divergence_factor = _check_fixed_point_options(iterations, damping, average_last, skip, tol,
-                                                   divergence_factor, init_label)
-    _check_int("window", window, 1)
-    _check_positive("ridge", ridge, allow_zero=True)
-    return _fixed_point_family("invert_anderson", model, z, grid, guidance, iterations=iterations,
-                               damping=float(damping), window=window, ridge=float(ridge), average_last=average_last,
-                               skip=skip, tol=tol, divergence_factor=divergence_factor, init_label=init_label,
-                               callback=callback, progress=progress)
-
-
-def _fixed_point_family(name: str, model: Any, z: torch.Tensor, grid: list[int], guidance: Guidance, *,
-                        iterations: int, damping: float, window: int, ridge: float, average_last: int | None,
-                        skip: float, tol: float | None, divergence_factor: float | None, init_label: str,
-                        callback: StepCallback | None, progress: bool) -> torch.Tensor:
-    steps = len(grid) - 1
-
-    def refine(z: torch.Tensor, z_next: torch.Tensor, evaluate: Evaluate) -> _Outcome:
-        return _solve_fixed_point(z, z_next, evaluate, iterations=iterations, damping=damping, window=window,
-                                  ridge=ridge, average_last=average_last, tol=tol,
-                                  divergence_factor=divergence_factor)
-
-    return _drive(name, model, z, grid, guidance, naive_label=init_label,
-                  should_refine=lambda i: i >= steps * skip, refine_labels=lambda t, t1: (float(t1), float(t1)),
-                  refine=refine, callback=callback, progress=progress)
-
-
-# --------------------------------------------------------------------------- the shared loop
-def _summary_stop(reasons: list[str]) -> str:
-    if len(set(reasons)) == 1:
-        return reasons[0]
-    return next(r for r in ("diverged", "max_iter", "threshold", "skipped") if r in reasons)
-
-
-def _drive(
-    name: str,
-    model: Any,
-    z: torch.Tensor,
-    grid: list[int],
-    guidance: Guidance,
-    *,
-    naive_label: str,
-    should_refine: Callable[[int], bool],
-    refine_labels: Callable[[int, int], tuple[float, float]],
-    refine: Callable[[torch.Tensor, torch.Tensor, Evaluate], _Outcome],
-    callback: StepCallback | None,
-    progress: bool,
-) -> torch.Tensor:
-    """Walk the grid upwards: naive step, then ``refine`` where ``should_refine(i)``."""
-    abar = model.alphas_cumprod
-    guard = FiniteGuard(z.device)
-    steps = len(grid) - 1
-    batch = z.shape[0]
-    nfe = torch.zeros(batch, dtype=torch.long)
-    for i in tqdm(range(steps), desc=name, disable=not progress, leave=False):
+    iterations, damping, average_last, skip, tol, divergence_factor, init_label = _check_fixed_point(
+        iterations, damping, average_last, skip, tol, divergence_factor, init_label)
+    window, ridge = check_int("window", window, 1), check_positive("ridge", ridge, allow_zero=True)
+    abar, steps, batch, dev = model.alphas_cumprod, len(grid) - 1, z.shape[0], z.device
+    guard, nfe = FiniteGuard(dev), torch.zeros(batch, dtype=torch.long, device=dev)
+    for i in tqdm(range(steps), desc="invert_anderson", disable=not progress, leave=False):
         t, t1 = grid[i], grid[i + 1]
         a_t, a_t1 = float(abar[t]), float(abar[t1])
-        lab = t if naive_label == "source" else t1
-        est = guided_noise(model, z, lab, lab, guidance)
-        nfe += 2
-        z_next = move(z, est.guided, a_t, a_t1)
-        info: dict[str, Any] = dict(step=i, steps=steps, t_from=t, t_to=t1, label_uncond=lab, label_cond=lab,
-                                    latent_prev=z, noise=est.guided)
-        if should_refine(i):
-            lu, lc = refine_labels(t, t1)
-            outcome = refine(z, z_next, _Evaluator(model, z, guidance, a_t, a_t1, lu, lc))
-            nfe += 2 * outcome.iterations
-            z_next = outcome.latent
-            info.update(label_uncond=lu, label_cond=lc)
-            if outcome.noise is not None:
-                info["noise"] = outcome.noise
-        else:
-            outcome = _Outcome(latent=z_next, noise=None, iterations=torch.zeros(batch, dtype=torch.long),
-                               best_iteration=torch.full((batch,), -1, dtype=torch.long),
-                               residual=torch.full((batch,), math.nan, dtype=torch.float64),
-                               residuals=[], stopped=["skipped"] * batch)
+        lab = t if init_label == "source" else t1
+        noise = guided_noise(model, z, lab, lab, guidance).guided        # naive step: x_0
+        x = move(z, noise, a_t, a_t1)
+        n = iterations if i >= steps * skip else 0
+        search, recent = _Search(x, n), []
+        hist_x = hist_g = x.flatten(1)[:, None].repeat(1, window + 1, 1)  # (B, m+1, N), oldest first
+        count = torch.zeros(batch, dtype=torch.long, device=dev)          # valid history entries
+        for _ in range(n):
+            if _all_stopped(search.active):
+                break
+            e = guided_noise(model, x, t1, t1, guidance).guided
+            g = move(z, e, a_t, a_t1)                                    # G(x)
+            r = (z - move(x, e, a_t1, a_t)).abs().flatten(1).mean(1).double()  # residual of x
+            noise = _where(search.active, e, noise)
+            go, grew = search.update(x, r, g, tol, divergence_factor)
+            recent = (recent + [g])[-average_last:] if average_last else recent
+            count = torch.where(go, torch.where(grew, 1, (count + 1).clamp(max=window + 1)), count)  # grew: restart
+            hist_x = _where(go, torch.cat([hist_x[:, 1:], x.flatten(1)[:, None]], 1), hist_x)
+            hist_g = _where(go, torch.cat([hist_g[:, 1:], g.flatten(1)[:, None]], 1), hist_g)
+            cand, ok = _anderson_mix(hist_x, hist_g, count, damping, ridge)
+            plain = x + damping * (g - x)
+            x = _where(go, _where(ok, cand.view_as(x).to(x.dtype), plain), x)
+        z_next, residual = search.result(x, recent if n and average_last else [])
+        nfe += 2 + 2 * search.evals
         guard.update(i, z_next)
         if callback is not None:
-            per_it = torch.stack(outcome.residuals) if outcome.residuals else torch.empty(0, batch, dtype=torch.float64)
-            known = ~torch.isnan(outcome.residual)
-            best_known = outcome.best_iteration[outcome.best_iteration >= 0]
-            info.update(
-                latent=z_next,
-                residual=float(outcome.residual.mean()) if bool(known.all()) else None,
-                residuals=[float(row[~torch.isnan(row)].mean()) for row in per_it],
-                iterations=int(outcome.iterations.max()),
-                stopped=_summary_stop(outcome.stopped),
-                best_iteration=int(best_known.max()) if best_known.numel() else None,
-                nfe=int(nfe.max()),
-                residual_per_image=outcome.residual.float(),
-                residuals_per_image=per_it.float(),
-                iterations_per_image=outcome.iterations.clone(),
-                best_iteration_per_image=outcome.best_iteration.clone(),
-                stopped_per_image=list(outcome.stopped),
-                nfe_per_image=nfe.clone(),
-            )
-            callback(info)
+            labels = (float(t1), float(t1)) if n else (float(lab), float(lab))
+            _report(callback, i, steps, t, t1, labels, z_next, z, noise, nfe, residual, search.rows,
+                    search.evals, search.stopped)
         z = z_next
-    guard.raise_if_bad(name, grid, +1)
+    guard.raise_if_bad("invert_anderson", grid, +1)
     return z
+
+
+__all__ = ["REFERENCE_NUMEL", "Stop", "invert_anderson", "invert_fixed_point", "invert_original",
+           "scaled_threshold"]

@@ -14,6 +14,7 @@ Sampling moves from high noise to low (``s > r``), inversion from low to high (`
 """
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Sequence
@@ -21,8 +22,22 @@ from typing import Any, Callable, Literal, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .validation import check_choice, check_real
+
 StepCallback = Callable[[dict[str, Any]], None]
 LabelConvention = Literal["source", "destination"]
+#: Callback entries shaped like the latents (``(B, C, H, W)``); every other tensor a solver
+#: reports is per image (``(B,)`` or ``(K, B)``) and small.
+LATENT_KEYS: tuple[str, ...] = ("latent", "latent_prev", "noise")
+
+
+class Stop(enum.IntEnum):
+    """Why an image's refinement of a step ended (the callback's ``stopped`` codes)."""
+
+    MAX_ITER = 0    # ran every iteration
+    THRESHOLD = 1   # early stop: error below the threshold / tolerance
+    DIVERGED = 2    # non-finite, or grew past divergence_factor x its best
+    SKIPPED = 3     # step not refined (or 0 iterations)
 
 
 # --------------------------------------------------------------------------- the DDIM move
@@ -85,16 +100,22 @@ class Guidance:
 
     ``cond`` and ``uncond`` are ``(B, L, D)``. ``uncond_per_step`` optionally replaces
     ``uncond`` at each *sampling* step (index 0 = noisiest step), which is how null-text
-    inversion's optimised embeddings are used at regeneration.
+    inversion's optimised embeddings are used at regeneration; ``uncond_grid`` is the
+    timestep grid they were optimised on (:func:`sample_ddim` refuses any other grid).
     """
 
     cond: torch.Tensor
     uncond: torch.Tensor
     scale: float
     uncond_per_step: tuple[torch.Tensor, ...] | None = field(default=None)
+    uncond_grid: tuple[int, ...] | None = field(default=None)
 
     def __post_init__(self) -> None:
-        check_guidance_scale(self.scale)
+        object.__setattr__(self, "scale", check_guidance_scale(self.scale))  # numpy/tensor -> float
+        if self.uncond_grid is not None and self.uncond_per_step is not None and (
+                len(self.uncond_grid) != len(self.uncond_per_step) + 1):
+            raise ValueError(f"{len(self.uncond_per_step)} per-step embeddings for a grid of "
+                             f"{len(self.uncond_grid) - 1} steps")
         if self.cond.shape != self.uncond.shape:
             raise ValueError(
                 f"conditional and unconditional embeddings differ in shape: "
@@ -107,19 +128,27 @@ class Guidance:
         return self.uncond_per_step[sampling_step]
 
     def with_scale(self, scale: float) -> "Guidance":
-        return Guidance(self.cond, self.uncond, scale, self.uncond_per_step)
+        return Guidance(self.cond, self.uncond, scale, self.uncond_per_step, self.uncond_grid)
+
+    def check_grid(self, grid: Sequence[int]) -> None:
+        """Per-step embeddings belong to one grid: refuse another (a shorter one would silently
+        use the wrong steps' embeddings, a longer one run out of them)."""
+        if self.uncond_per_step is None:
+            return
+        steps = len(grid) - 1
+        if len(self.uncond_per_step) != steps or (self.uncond_grid is not None
+                                                   and tuple(int(t) for t in grid) != self.uncond_grid):
+            made_for = list(self.uncond_grid) if self.uncond_grid is not None else f"{len(self.uncond_per_step)} steps"
+            raise ValueError(f"the per-step unconditional embeddings (null-text) were optimised for the grid "
+                             f"{made_for}; they cannot be used on the grid {list(grid)} - regenerate on the "
+                             "inversion grid")
 
 
 def check_guidance_scale(scale: Any) -> float:
-    """Guidance scale must be a finite, non-negative real number."""
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) and not (
-        isinstance(scale, torch.Tensor) and scale.numel() == 1
-    ):
-        raise ValueError(f"guidance scale must be a real number, got {scale!r}")
-    value = float(scale)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"guidance scale must be finite and >= 0, got {value}")
-    return value
+    """Guidance scale must be a finite, non-negative real number (a 1-element tensor is accepted)."""
+    if isinstance(scale, torch.Tensor) and scale.numel() == 1 and scale.dtype != torch.bool:
+        scale = scale.item()
+    return check_real("guidance scale", scale, low=0.0)
 
 
 def make_guidance(
@@ -143,6 +172,23 @@ def make_guidance(
     embeddings = model.encode_prompt([*negative_prompts, *prompts])
     uncond, cond = embeddings.chunk(2)
     return Guidance(cond=cond, uncond=uncond, scale=float(scale))
+
+
+@dataclass
+class InversionResult:
+    """What every inversion method returns (the registry's entries, the baselines).
+
+    ``latents``: the inverted noise; ``guidance``: what regeneration must use (null-text puts
+    its per-step unconditional embeddings here); ``nfe``/``nfe_backward``: forward network
+    evaluations and backward passes per image (one branch of one image = 1); ``seconds``:
+    filled in by :func:`cfginv_lite.methods.run_method`.
+    """
+
+    latents: torch.Tensor
+    guidance: Guidance
+    nfe: int
+    nfe_backward: int = 0
+    seconds: float = 0.0
 
 
 @dataclass
@@ -172,16 +218,17 @@ def guided_noise(
     batch = latents.shape[0]
     uncond = _expand_batch(guidance.uncond_at(sampling_step), batch, "unconditional embeddings")
     cond = _expand_batch(guidance.cond, batch, "conditional embeddings")
-    labels = torch.cat([_labels(label_uncond, batch), _labels(label_cond, batch)]).to(latents.device)
+    labels = torch.cat([_labels(label_uncond, batch, latents.device), _labels(label_cond, batch, latents.device)])
     eps = model.predict_noise(torch.cat([latents, latents]), labels, torch.cat([uncond, cond]))
     eps_u, eps_c = eps.chunk(2)
     return NoiseEstimate(guided=eps_u + guidance.scale * (eps_c - eps_u), uncond=eps_u, cond=eps_c)
 
 
-def _labels(label: float | torch.Tensor, batch: int) -> torch.Tensor:
+def _labels(label: float | torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
+    """``(B,)`` float32 labels built on ``device``: no host-to-device copy per call."""
     if isinstance(label, torch.Tensor) and label.numel() == batch and label.ndim == 1:
-        return label.to(torch.float32)
-    return torch.full((batch,), float(label), dtype=torch.float32)
+        return label.to(device, torch.float32)
+    return torch.full((batch,), float(label), dtype=torch.float32, device=device)
 
 
 def _expand_batch(emb: torch.Tensor, batch: int, what: str) -> torch.Tensor:
@@ -274,8 +321,7 @@ def invert_naive(
     Callback dict: ``step, steps, t_from, t_to, label_uncond, label_cond, latent,
     latent_prev, noise, residual (None: unknown without an extra evaluation), nfe``.
     """
-    if label not in ("source", "destination"):
-        raise ValueError(f"label must be 'source' or 'destination', got {label!r}")
+    check_choice("label", label, ("source", "destination"))
     z = check_latents(model, latents)
     grid = check_grid(timesteps, len(model.alphas_cumprod))
     abar = model.alphas_cumprod
@@ -309,11 +355,12 @@ def sample_ddim(
     """Deterministic DDIM sampling (``eta = 0``) down the ascending grid ``timesteps``.
 
     Step ``i`` moves ``s = ts[-1-i] -> r = ts[-2-i]`` with ``eps_w(z_s; s, s)``; with null-text
-    embeddings ``guidance.uncond_per_step[i]`` replaces the unconditional embedding.
-    Returns the latent at level ``timesteps[0]`` (level 0: the clean latent).
+    embeddings ``guidance.uncond_per_step[i]`` replaces the unconditional embedding; they
+    must have been optimised on this grid (``ValueError`` otherwise). Returns the latent at level ``timesteps[0]`` (level 0: the clean latent).
     """
     z = check_latents(model, latents)
     grid = check_grid(timesteps, len(model.alphas_cumprod))
+    guidance.check_grid(grid)
     abar = model.alphas_cumprod
     guard = FiniteGuard(z.device)
     steps = len(grid) - 1

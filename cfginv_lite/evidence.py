@@ -30,10 +30,11 @@ import numpy as np
 import torch
 
 from .data import digit_prompt, real_digit_set
-from .ddim import StepCallback, check_guidance_scale, make_guidance
+from .ddim import Stop, StepCallback, check_guidance_scale, make_guidance
 from .experiment import generate
 from .methods import run_method
 from .metrics import image_rmse, psnr, rmse
+from .sampling import regenerate
 
 #: The three kinds of input, in the order the course presents them.
 CASES: tuple[str, ...] = ("real", "decoded", "latent")
@@ -115,17 +116,19 @@ class DivergenceTracker:
     """Callback wrapper that marks the images for which any step reported ``diverged``."""
 
     def __init__(self, batch: int, inner: StepCallback | None = None) -> None:
-        self.diverged = np.zeros(batch, dtype=bool)
-        self.inner = inner
+        self.batch, self.inner = batch, inner
+        self._flags: torch.Tensor | None = None   # stays on the device until read: no sync per step
+
+    @property
+    def diverged(self) -> np.ndarray:
+        if self._flags is None:
+            return np.zeros(self.batch, dtype=bool)
+        return self._flags.cpu().numpy().astype(bool)
 
     def __call__(self, info: dict[str, Any]) -> None:
-        stopped = info.get("stopped_per_image", info.get("stopped"))
-        if isinstance(stopped, torch.Tensor):      # per-image codes or flags
-            flags = info.get("diverged")
-            if isinstance(flags, torch.Tensor):
-                self.diverged |= flags.detach().cpu().numpy().astype(bool)
-        elif isinstance(stopped, (list, tuple)):
-            self.diverged |= np.array([s == "diverged" for s in stopped], dtype=bool)
+        stopped = info.get("stopped")          # iterative solvers: per-image Stop codes, on the device
+        if stopped is not None:
+            self._flags = stopped == Stop.DIVERGED if self._flags is None else self._flags | (stopped == Stop.DIVERGED)
         if self.inner is not None:
             self.inner(info)
 
@@ -139,8 +142,6 @@ def evaluate(model: Any, sets: Mapping[str, InputSet] | Sequence[InputSet], scal
     ``sampler`` is ``"ddim"`` (on the inversion grid) or ``"lms"`` (the seed's K-LMS).
     ``options`` go to the method (e.g. ``iterations=3``). Returns one :class:`SetResult` per set.
     """
-    from .regenerate import regenerate
-
     scale = check_guidance_scale(scale)
     grid = list(grid)
     items = list(sets.values()) if isinstance(sets, Mapping) else list(sets)
@@ -157,6 +158,7 @@ def evaluate(model: Any, sets: Mapping[str, InputSet] | Sequence[InputSet], scal
     regen = model.decode(regenerate(model, result.latents, grid, result.guidance, sampler,
                                     callback=regen_callback, progress=progress))
     out: dict[str, SetResult] = {}
+    diverged = tracker.diverged
     offset = 0
     for s, n in zip(items, sizes):
         part = slice(offset, offset + n)
@@ -169,7 +171,7 @@ def evaluate(model: Any, sets: Mapping[str, InputSet] | Sequence[InputSet], scal
             image_rmse=image_rmse(regen[part], target).cpu().numpy(),
             psnr=psnr(regen[part], target).cpu().numpy(),
             latent_rmse=None if s.true_noise is None else rmse(inverted, s.true_noise).cpu().numpy(),
-            diverged=tracker.diverged[part].copy(), inverted=inverted, regenerated=regen[part],
+            diverged=diverged[part], inverted=inverted, regenerated=regen[part],
             extra={"sampler": sampler},
         )
     return out

@@ -88,7 +88,7 @@ def reconstruct(model: Any, images: torch.Tensor, prompts: Sequence[str], scale:
     """Encode ``images``, invert them with ``method`` at ``scale``, regenerate, and measure.
 
     ``sampler="ddim"`` regenerates with DDIM on the inversion grid; ``"lms"`` with K-LMS as
-    the original notebook did (:func:`cfginv_lite.regenerate.sample_lms`).
+    the original notebook did (:func:`cfginv_lite.sampling.sample_lms`).
     """
     return reconstruct_samplers(model, images, prompts, scale, grid, method=method, true_noise=true_noise,
                                 samplers=(sampler,), callback=callback, regen_callback=regen_callback,
@@ -101,7 +101,7 @@ def reconstruct_samplers(model: Any, images: torch.Tensor, prompts: Sequence[str
                          regen_callback: StepCallback | None = None, progress: bool = False,
                          **options: Any) -> dict[str, Reconstruction]:
     """Like :func:`reconstruct`, but invert **once** and regenerate with each of ``samplers``."""
-    from .regenerate import regenerate
+    from .sampling import regenerate
 
     scale = check_guidance_scale(scale)
     grid = list(grid)

@@ -1,53 +1,72 @@
-"""A registry of inversion methods with one calling convention, for the CLI and benchmarks.
+"""The registry of inversion methods: one calling convention, for the CLI, benchmarks and notebooks.
 
-Each entry maps a name to ``fn(model, latents, grid, guidance, *, callback, progress) ->
-InversionResult``. Solvers stay plain functions (:mod:`cfginv_lite.ddim`,
-:mod:`cfginv_lite.compensate`, :mod:`cfginv_lite.baselines`); this module only adapts them
-so that ``python -m cfginv_lite compare`` can run them side by side.
+Every entry is ``fn(model, latents, grid, guidance, *, callback=None, progress=False,
+**options) -> InversionResult``: a baseline itself, or a latent-returning solver bound with
+:func:`functools.partial` to :func:`run_solver` and its settings. Call-time ``options``
+override an entry's settings (``run_method("original", ..., refine_iterations=5)``).
+``nfe``/``nfe_backward`` are per image (the max over the batch where images stopped at
+different iterations).
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable
 
 import torch
 
-from .ddim import Guidance, StepCallback, invert_naive
-
-
-@dataclass
-class InversionResult:
-    """Inverted latents plus what regeneration must use and what it cost (per image)."""
-
-    latents: torch.Tensor
-    guidance: Guidance           # null-text returns per-step unconditional embeddings here
-    nfe: int                     # forward network evaluations per image
-    nfe_backward: int = 0        # backward passes per image (null-text)
-    seconds: float = 0.0
-
+from .baselines import invert_negative_prompt, invert_null_text
+from .compensate import invert_anderson, invert_fixed_point, invert_original
+from .ddim import Guidance, InversionResult, StepCallback, invert_naive
 
 InversionMethod = Callable[..., InversionResult]
-METHODS: dict[str, InversionMethod] = {}
-
-
-def register(name: str) -> Callable[[InversionMethod], InversionMethod]:
-    def deco(fn: InversionMethod) -> InversionMethod:
-        METHODS[name] = fn
-        return fn
-    return deco
 
 
 class NFECounter:
-    """Callback wrapper that remembers the last cumulative ``nfe`` a solver reported."""
+    """Callback wrapper that remembers the last cumulative ``nfe`` a solver reported.
+
+    The value (an int, or a ``(B,)`` tensor per image) is read on the host only when
+    :attr:`nfe` is asked for, after the solver ran: counting adds no sync to the loop.
+    """
 
     def __init__(self, inner: StepCallback | None = None) -> None:
-        self.inner, self.nfe = inner, 0
+        self.inner, self._nfe = inner, 0
 
     def __call__(self, info: dict[str, Any]) -> None:
-        self.nfe = int(info.get("nfe", self.nfe))
+        self._nfe = info.get("nfe", self._nfe)
         if self.inner is not None:
             self.inner(info)
+
+    @property
+    def nfe(self) -> int:
+        """Network evaluations per image so far (the max over the batch)."""
+        return int(self._nfe.max()) if isinstance(self._nfe, torch.Tensor) else int(self._nfe)
+
+
+def run_solver(solver: Callable[..., torch.Tensor], model: Any, latents: torch.Tensor, grid: list[int],
+               guidance: Guidance, *, callback: StepCallback | None = None, progress: bool = False,
+               **options: Any) -> InversionResult:
+    """Run a solver that returns the inverted latents; count its NFE from its callback."""
+    counter = NFECounter(callback)
+    z = solver(model, latents, grid, guidance, callback=counter, progress=progress, **options)
+    return InversionResult(z, guidance, counter.nfe)
+
+
+#: name -> method. The seed's method at its defaults (3 iterations), the author's showcase
+#: (5) and with the "numerically correct" destination label; its relatives: plain fixed
+#: point on every step (Meiri et al.), damped, and Anderson (AIDI); the two baselines.
+METHODS: dict[str, InversionMethod] = {
+    "naive": partial(run_solver, invert_naive, label="source"),
+    "naive-destination": partial(run_solver, invert_naive, label="destination"),
+    "original": partial(run_solver, invert_original),
+    "original-showcase": partial(run_solver, invert_original, refine_iterations=5),
+    "original-no-tless": partial(run_solver, invert_original, tless_factor=None),
+    "fixed-point": partial(run_solver, invert_fixed_point, iterations=10, skip=0.0),
+    "fixed-point-damped": partial(run_solver, invert_fixed_point, iterations=10, skip=0.0, damping=0.5),
+    "anderson": partial(run_solver, invert_anderson, iterations=5, window=3, skip=0.0),
+    "negative-prompt": invert_negative_prompt,
+    "null-text": invert_null_text,
+}
 
 
 def run_method(name: str, model: Any, latents: torch.Tensor, grid: list[int], guidance: Guidance, *,
@@ -61,27 +80,4 @@ def run_method(name: str, model: Any, latents: torch.Tensor, grid: list[int], gu
     return result
 
 
-def solver_entry(name: str, solver: Callable[..., torch.Tensor], **settings: Any) -> None:
-    """Register a plain solver function under ``name`` with fixed ``settings``.
-
-    The entry counts NFE from the solver's callback; call-time ``options`` override ``settings``
-    (e.g. ``run_method("original", ..., refine_iterations=5)``).
-    """
-    def run(model: Any, latents: torch.Tensor, grid: list[int], guidance: Guidance, *,
-            callback: StepCallback | None = None, progress: bool = False, **options: Any) -> InversionResult:
-        counter = NFECounter(callback)
-        z = solver(model, latents, grid, guidance, callback=counter, progress=progress, **{**settings, **options})
-        return InversionResult(z, guidance, counter.nfe)
-
-    run.__name__ = run.__qualname__ = f"_{name.replace('-', '_')}"
-    run.__doc__ = f"``{name}``: :func:`{solver.__module__}.{solver.__name__}` with {settings or 'its defaults'}."
-    register(name)(run)
-
-
-solver_entry("naive", invert_naive, label="source")
-solver_entry("naive-destination", invert_naive, label="destination")
-
-
-# The compensation solvers and baselines register themselves on import (kept in their own
-# module so this file stays the registry; imported last because it uses `register`).
-from . import methods_compensation  # noqa: E402,F401
+__all__ = ["InversionMethod", "InversionResult", "METHODS", "NFECounter", "run_method", "run_solver"]

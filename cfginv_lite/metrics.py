@@ -1,9 +1,30 @@
-"""Reconstruction metrics. Images are in ``[-1, 1]``; errors are reported in ``[0, 1]`` pixel units."""
+"""Measurements: reconstruction errors, collapse detection, per-step error curves, pooling.
+
+Images are in ``[-1, 1]``; image errors are reported in ``[0, 1]`` pixel units. Latent
+errors (the per-step curves of :func:`error_curve`) are in latent units.
+"""
 from __future__ import annotations
 
+import math
+import warnings
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Union
+
+import numpy as np
 import torch
+import torch.nn.functional as F
+
+from .validation import check_real
+
+if TYPE_CHECKING:  # metrics is imported by trace; a Trace is recognised by its attributes
+    from .trace import Trace
+
+#: A reference trajectory: a Trace (aligned by noise level), an array shaped like the trace's
+#: tensors ``(S, B, C, h, w)`` (aligned by step), or ``{level: (B, C, h, w)}``.
+Reference = Union["Trace", np.ndarray, Mapping[int, Any]]
 
 
+# --------------------------------------------------------------------------- images
 def rmse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-item root-mean-square difference, shape ``(B,)``, in the tensors' own units."""
     if a.shape != b.shape:
@@ -19,3 +40,144 @@ def image_rmse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def psnr(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
     """Per-image PSNR in dB for ``[-1, 1]`` images: ``20 log10(1 / RMSE_[0,1])``."""
     return 20 * torch.log10(1.0 / image_rmse(a, b).clamp_min(eps))
+
+
+def is_collapsed(images: torch.Tensor, reference_std: float | torch.Tensor, ratio: float = 0.25) -> torch.Tensor:
+    """Flag "grey image" regenerations: per-image std below ``ratio * reference_std``.
+
+    The seed reports that without ``tless`` a regeneration sometimes "diverges into a
+    completely grey image"; such an image has almost no contrast left. ``reference_std``
+    is the per-image pixel std typical of the data (a float, or ``(B,)`` per image).
+    Returns a ``(B,)`` bool tensor.
+    """
+    if not isinstance(images, torch.Tensor) or images.ndim < 2:
+        raise ValueError("images must be a tensor (B, ...)")
+    check_real("ratio", ratio, low=0.0, low_open=True)
+    ref = torch.as_tensor(reference_std, dtype=torch.float32, device=images.device)
+    if not torch.isfinite(ref).all() or (ref <= 0).any():
+        raise ValueError("reference_std must be positive and finite")
+    std = images.detach().float().flatten(1).std(dim=1, unbiased=False)
+    return std < ratio * ref
+
+
+# --------------------------------------------------------------------------- pooling
+def shrink_latents(x: torch.Tensor, max_size: int) -> torch.Tensor:
+    """Average-pool ``(B, C, H, W)`` by the integer factor ``ceil(max(H, W) / max_size)`` (on its device)."""
+    if x.ndim == 4 and max(x.shape[-2:]) > max_size:
+        factor = int(np.ceil(max(x.shape[-2:]) / max_size))
+        x = F.avg_pool2d(x.float(), factor)
+    return x.clone()
+
+
+def shrink_array(x: np.ndarray | None, max_px: int) -> np.ndarray | None:
+    """Average-pool ``x[..., H, W]`` to at most ``max_px`` a side (remainder cropped), numpy."""
+    if x is None:
+        return None
+    H, W = x.shape[-2:]
+    f = int(np.ceil(max(H, W) / max_px))
+    if f <= 1:
+        return x
+    x = x[..., : H - H % f, : W - W % f]
+    return x.reshape(*x.shape[:-2], x.shape[-2] // f, f, x.shape[-1] // f, f).mean(axis=(-3, -1))
+
+
+def pool_to(x: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Average-pool ``x[..., H, W]`` to ``hw`` when the factor is an integer (as TraceRecorder does)."""
+    H, W = x.shape[-2:]
+    h, w = hw
+    if (H, W) == (h, w):
+        return x
+    if H % h or W % w or H // h != W // w:
+        raise ValueError(f"reference spatial size {(H, W)} cannot be pooled to the trace's {(h, w)}")
+    f = H // h
+    return x.reshape(*x.shape[:-2], h, f, w, f).mean(axis=(-3, -1))
+
+
+# --------------------------------------------------------------------------- per-step curves
+def _is_trace(x: Any) -> bool:
+    return hasattr(x, "tensors") and hasattr(x, "t_to") and hasattr(x, "tensor")
+
+
+def _levels_of(reference: "Trace", key: str) -> dict[int, np.ndarray]:
+    """``{noise level: latent (B, C, h, w)}`` from a reference trace (``latent_prev`` adds its start)."""
+    levels: dict[int, np.ndarray] = {}
+    lat = reference.tensor(key)
+    if key == "latent" and "latent_prev" in reference.tensors:
+        prev = np.asarray(reference.tensors["latent_prev"], dtype=np.float32)
+        for j, t in enumerate(reference.t_from):
+            levels[int(t)] = prev[j]
+    for j, t in enumerate(reference.t_to):
+        levels[int(t)] = lat[j]
+    return levels
+
+
+def align_reference(trace: "Trace", reference: Reference | None, key: str = "latent") -> np.ndarray | None:
+    """The reference latents matching ``trace.tensors[key]`` step by step, ``(S, B, C, h, w)``.
+
+    * ``Trace``: aligned by noise level (the reference latent at each step's ``t_to``), so an
+      inversion trace (levels going up) can be compared with a sampling trace (levels going
+      down). Levels the reference lacks give NaN.
+    * array ``(S, B, C, H, W)`` (or ``(S, C, H, W)``): taken step by step; larger spatial sizes
+      are average-pooled to the trace's size by an integer factor.
+    * ``{level: (B, C, H, W)}``: looked up by each step's ``t_to``.
+    """
+    if reference is None:
+        return None
+    x = trace.tensor(key)
+    S, B, C, h, w = x.shape
+    if _is_trace(reference):
+        reference = _levels_of(reference, key)
+    if isinstance(reference, Mapping):
+        out = np.full_like(x, np.nan)
+        for i, t in enumerate(trace.t_to):
+            ref = reference.get(int(t))
+            if ref is not None:
+                ref = pool_to(np.asarray(ref, dtype=np.float32), (h, w))
+                out[i] = np.broadcast_to(ref.reshape(-1, C, h, w), (B, C, h, w))
+        return out
+    ref = pool_to(np.asarray(reference, dtype=np.float32), (h, w))
+    if ref.ndim == 4:
+        ref = ref[:, None]
+    if ref.ndim != 5 or ref.shape[0] != S or ref.shape[2] != C or ref.shape[1] not in (1, B):
+        raise ValueError(f"reference of shape {ref.shape} does not match trace {key!r} of shape {x.shape}")
+    return np.broadcast_to(ref, x.shape)
+
+
+def step_rmse(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Per-step RMSE per image over all entries, batch-averaged, ``(S,)``; NaN where there is no reference."""
+    d = (x - ref).reshape(*x.shape[:2], -1)
+    per_image = np.sqrt(np.mean(d ** 2, axis=-1))  # (S, B)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN steps: "mean of empty slice"
+        return np.nanmean(per_image, axis=1)
+
+
+def error_curve(trace: "Trace", reference: Reference, key: str = "latent") -> np.ndarray:
+    """Per-step RMSE between ``trace`` and ``reference``, averaged over the batch: shape ``(S,)``.
+
+    RMSE is taken per image over all latent entries, ``sqrt(mean((z - z_ref)^2))`` in latent
+    units, then averaged over images; steps without a reference are NaN.
+    """
+    ref = align_reference(trace, reference, key)
+    if ref is None:
+        raise ValueError("error_curve needs a reference")
+    return step_rmse(trace.tensor(key), ref)
+
+
+def solver_residual(trace: "Trace") -> np.ndarray | None:
+    """The solver's own per-step residual (compensated solvers), batch-averaged, or ``None``.
+
+    Steps where no image has a known residual are NaN.
+    """
+    values = trace.scalars.get("residual")
+    if not values or all(v is None for v in values):
+        return None
+    out = []
+    for v in values:
+        arr = np.asarray(np.nan if v is None else v, dtype=float)
+        out.append(float(np.nanmean(arr)) if np.isfinite(arr).any() else math.nan)
+    return np.array(out)
+
+
+__all__ = ["Reference", "align_reference", "error_curve", "image_rmse", "is_collapsed", "pool_to", "psnr", "rmse",
+           "shrink_array", "shrink_latents", "solver_residual", "step_rmse"]

@@ -12,7 +12,9 @@ from typing import Any, Iterable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from .ddim import LATENT_KEYS
+from .metrics import shrink_latents
 
 
 @dataclass
@@ -29,6 +31,15 @@ class Trace:
 
     def __len__(self) -> int:
         return len(self.step)
+
+    def tensor(self, key: str) -> np.ndarray:
+        """``tensors[key]`` as float32, or a ``ValueError`` saying how to record it."""
+        if key not in self.tensors:
+            raise ValueError(
+                f"trace {self.method!r} has no {key!r} tensors (it has {sorted(self.tensors)}); "
+                f"record them with TraceRecorder(keep=(..., {key!r}))"
+            )
+        return np.asarray(self.tensors[key], dtype=np.float32)
 
 
 class TraceRecorder:
@@ -48,22 +59,16 @@ class TraceRecorder:
         self._rows: list[dict[str, Any]] = []
 
     def __call__(self, info: dict[str, Any]) -> None:
+        # The callback contract: LATENT_KEYS are latent-sized (kept only if asked, pooled);
+        # every other tensor is per image and small (kept as is, on its device).
         row: dict[str, Any] = {}
         for key, value in info.items():
-            if isinstance(value, torch.Tensor):
-                if key in self.keep:
-                    row[key] = self._shrink(value.detach())
-                elif value.numel() <= 4096 and key not in ("latent", "latent_prev", "noise"):
-                    row[key] = value.detach()  # small per-image quantities (residuals)
+            if key in LATENT_KEYS:
+                if key in self.keep and value is not None:
+                    row[key] = shrink_latents(value.detach(), self.max_size)
             else:
-                row[key] = value
+                row[key] = value.detach() if isinstance(value, torch.Tensor) else value
         self._rows.append(row)
-
-    def _shrink(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim == 4 and max(x.shape[-2:]) > self.max_size:
-            factor = int(np.ceil(max(x.shape[-2:]) / self.max_size))
-            x = F.avg_pool2d(x.float(), factor)
-        return x.clone()
 
     def finish(self) -> Trace:
         """Move everything to the CPU in one pass and return the :class:`Trace`."""
@@ -78,7 +83,7 @@ class TraceRecorder:
             step=np.array([r.get("step", i) for i, r in enumerate(rows)]),
             t_from=np.array([r.get("t_from", np.nan) for r in rows], dtype=float),
             t_to=np.array([r.get("t_to", np.nan) for r in rows], dtype=float),
-            nfe=np.array([r.get("nfe", np.nan) for r in rows], dtype=float),
+            nfe=np.array([np.max(_to_cpu(r.get("nfe", np.nan))) for r in rows], dtype=float),
             tensors=tensors,
             scalars=scalars,
         )

@@ -20,8 +20,8 @@ from __future__ import annotations
 import html
 import io
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, Union
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -29,11 +29,10 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.gridspec import GridSpec
 
+# Measurements live in metrics; align_reference, error_curve and solver_residual stay importable
+# from here because the notebooks call them as widgets.<name>.
+from .metrics import Reference, align_reference, error_curve, shrink_array, solver_residual, step_rmse
 from .trace import Trace
-
-#: A reference trajectory: a Trace (aligned by noise level), an array shaped like the trace's
-#: tensors ``(S, B, C, h, w)`` (aligned by step), or ``{level: (B, C, h, w)}``.
-Reference = Union[Trace, np.ndarray, Mapping[int, Any]]
 ChannelMode = Literal["auto", "mean", "rgb"]
 
 ERROR_LABEL = "RMSE vs reference"
@@ -64,109 +63,14 @@ def _method_names(traces: Sequence[Trace]) -> list[str]:
     return names
 
 
-def _tensor(trace: Trace, key: str) -> np.ndarray:
-    if key not in trace.tensors:
-        raise ValueError(
-            f"trace {trace.method!r} has no {key!r} tensors (it has {sorted(trace.tensors)}); "
-            f"record them with TraceRecorder(keep=(..., {key!r}))"
-        )
-    return np.asarray(trace.tensors[key], dtype=np.float32)
-
-
-def _pool_to(x: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """Average-pool ``x[..., H, W]`` to ``hw`` when the factor is an integer (as TraceRecorder does)."""
-    H, W = x.shape[-2:]
-    h, w = hw
-    if (H, W) == (h, w):
-        return x
-    if H % h or W % w or H // h != W // w:
-        raise ValueError(f"reference spatial size {(H, W)} cannot be pooled to the trace's {(h, w)}")
-    f = H // h
-    return x.reshape(*x.shape[:-2], h, f, w, f).mean(axis=(-3, -1))
-
-
-def _levels_of(reference: Trace, key: str) -> dict[int, np.ndarray]:
-    """``{noise level: latent (B, C, h, w)}`` from a reference trace (``latent_prev`` adds its start)."""
-    levels: dict[int, np.ndarray] = {}
-    lat = _tensor(reference, key)
-    if key == "latent" and "latent_prev" in reference.tensors:
-        prev = np.asarray(reference.tensors["latent_prev"], dtype=np.float32)
-        for j, t in enumerate(reference.t_from):
-            levels[int(t)] = prev[j]
-    for j, t in enumerate(reference.t_to):
-        levels[int(t)] = lat[j]
-    return levels
-
-
-def align_reference(trace: Trace, reference: Reference | None, key: str = "latent") -> np.ndarray | None:
-    """The reference latents matching ``trace.tensors[key]`` step by step, ``(S, B, C, h, w)``.
-
-    * ``Trace``: aligned by noise level (the reference latent at each step's ``t_to``), so an
-      inversion trace (levels going up) can be compared with a sampling trace (levels going
-      down). Levels the reference lacks give NaN.
-    * array ``(S, B, C, H, W)`` (or ``(S, C, H, W)``): taken step by step; larger spatial sizes
-      are average-pooled to the trace's size by an integer factor.
-    * ``{level: (B, C, H, W)}``: looked up by each step's ``t_to``.
-    """
-    if reference is None:
-        return None
-    x = _tensor(trace, key)
-    S, B, C, h, w = x.shape
-    if isinstance(reference, Trace):
-        reference = _levels_of(reference, key)
-    if isinstance(reference, Mapping):
-        out = np.full_like(x, np.nan)
-        for i, t in enumerate(trace.t_to):
-            ref = reference.get(int(t))
-            if ref is not None:
-                ref = _pool_to(np.asarray(ref, dtype=np.float32), (h, w))
-                out[i] = np.broadcast_to(ref.reshape(-1, C, h, w), (B, C, h, w))
-        return out
-    ref = _pool_to(np.asarray(reference, dtype=np.float32), (h, w))
-    if ref.ndim == 4:
-        ref = ref[:, None]
-    if ref.ndim != 5 or ref.shape[0] != S or ref.shape[2] != C or ref.shape[1] not in (1, B):
-        raise ValueError(f"reference of shape {ref.shape} does not match trace {key!r} of shape {x.shape}")
-    return np.broadcast_to(ref, x.shape)
-
-
-def error_curve(trace: Trace, reference: Reference, key: str = "latent") -> np.ndarray:
-    """Per-step RMSE between ``trace`` and ``reference``, averaged over the batch: shape ``(S,)``.
-
-    RMSE is taken per image over all latent entries, ``sqrt(mean((z - z_ref)^2))`` in latent
-    units, then averaged over images; steps without a reference are NaN.
-    """
-    ref = align_reference(trace, reference, key)
-    if ref is None:
-        raise ValueError("error_curve needs a reference")
-    return _rmse(_tensor(trace, key), ref)
-
-
-def solver_residual(trace: Trace) -> np.ndarray | None:
-    """The solver's own per-step residual (compensated solvers), batch-averaged, or ``None``."""
-    values = trace.scalars.get("residual")
-    if not values or all(v is None for v in values):
-        return None
-    return np.array([np.nan if v is None else float(np.mean(v)) for v in values])
-
-
 def _curves(traces: Sequence[Trace], refs: Sequence[np.ndarray | None], key: str
             ) -> tuple[list[np.ndarray | None], str]:
     """Error-vs-step curves for the views: vs reference if given, else the solver residual."""
     if any(r is not None for r in refs):
-        curves = [None if r is None else _rmse(_tensor(tr, key), r) for tr, r in zip(traces, refs)]
+        curves = [None if r is None else step_rmse(tr.tensor(key), r) for tr, r in zip(traces, refs)]
         return curves, f"{ERROR_LABEL} (latent units)"
     curves = [solver_residual(tr) for tr in traces]
     return curves, "solver residual (latent units)"
-
-
-def _rmse(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Per-step RMSE per image over all entries, batch-averaged; NaN where there is no reference."""
-    d = (x - ref).reshape(*x.shape[:2], -1)
-    per_image = np.sqrt(np.mean(d ** 2, axis=-1))  # (S, B)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN steps: "mean of empty slice"
-        return np.nanmean(per_image, axis=1)
 
 
 def _resolve_refs(traces: Sequence[Trace], reference: Reference | list[Reference | None] | None,
@@ -290,7 +194,7 @@ def step_montage(
                   height_ratios=height_ratios, wspace=0.08, hspace=0.15, left=left / fig_w,
                   right=1 - right / fig_w, top=1 - top / fig_h, bottom=bottom / fig_h)
 
-    lat = [_tensor(tr, key) for tr in trs]
+    lat = [tr.tensor(key) for tr in trs]
     shown = [decode(z) if decode is not None else z for z in lat]
     vmax_img = 1.0 if decode is not None else max(_robust_max(s[:, image]) for s in shown)
     diffs = [None if r is None else z - r for z, r in zip(lat, refs)]
@@ -468,25 +372,18 @@ def step_explorer(
 
     # Colour limits fixed across frames and methods, so brightness means the same everywhere.
     def shrink(x: np.ndarray | None) -> np.ndarray | None:
-        """Average-pool to at most ``max_latent_px`` a side: PNG bytes grow with pixels, and a
-        64x64 SD latent at 50 frames x 3 methods would otherwise exceed a notebook's budget."""
-        if x is None:
-            return None
-        H, W_ = x.shape[-2:]
-        f = int(np.ceil(max(H, W_) / max_latent_px))
-        if f <= 1:
-            return x
-        x = x[..., : H - H % f, : W_ - W_ % f]
-        return x.reshape(*x.shape[:-2], x.shape[-2] // f, f, x.shape[-1] // f, f).mean(axis=(-3, -1))
+        """PNG bytes grow with pixels: a 64x64 SD latent at 50 frames x 3 methods would
+        otherwise exceed a notebook's budget."""
+        return shrink_array(x, max_latent_px)
 
-    lat = [shrink(_tensor(tr, key)[:, image]) for tr in trs]
+    lat = [shrink(tr.tensor(key)[:, image]) for tr in trs]
     vmax_lat = max(_robust_max(z) for z in lat)
-    diffs = [None if r is None else shrink(_tensor(tr, key)[:, image] - r[:, image]) for tr, r in zip(trs, refs)]
+    diffs = [None if r is None else shrink(tr.tensor(key)[:, image] - r[:, image]) for tr, r in zip(trs, refs)]
     vmax_err = max((_robust_max(d) for d in diffs if d is not None), default=1.0) or 1.0
     noise = [tr.tensors.get("noise") for tr in trs]
     noise = [None if n is None else shrink(np.asarray(n, dtype=np.float32)[:, image]) for n in noise]
     vmax_noise = max((_robust_max(n) for n in noise if n is not None), default=1.0)
-    decoded = [None if decode is None else shrink(np.asarray(decode(_tensor(tr, key)))[:, image]) for tr in trs]
+    decoded = [None if decode is None else shrink(np.asarray(decode(tr.tensor(key)))[:, image]) for tr in trs]
 
     panel_names = [key] + (["decoded"] if decode is not None else [])
     panel_names += ["error vs reference"] if any(d is not None for d in diffs) else []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
@@ -16,15 +17,14 @@ from hypothesis import strategies as st
 
 from cfginv_lite.compensate import (
     REFERENCE_NUMEL,
-    _refine_original,
-    _solve_fixed_point,
+    Stop,
     invert_anderson,
     invert_fixed_point,
     invert_original,
-    is_collapsed,
     scaled_threshold,
 )
 from cfginv_lite.ddim import Guidance, invert_naive, move, sample_ddim
+from cfginv_lite.metrics import is_collapsed
 from cfginv_lite.schedule import SD1_SCHEDULER_CONFIG, alphas_cumprod_from_config, timestep_grid
 
 ABAR = alphas_cumprod_from_config(SD1_SCHEDULER_CONFIG)
@@ -137,8 +137,8 @@ def test_naive_inversion_is_not_exact_on_the_same_problem():
 def _iterations_to_tol(solver, model, x, grid, g, **kw) -> list[int]:
     rows: list[dict] = []
     solver(model, x, grid, g, callback=rows.append, progress=False, tol=1e-10, **kw)
-    assert all(r["stopped"] == "threshold" for r in rows), [r["stopped"] for r in rows]
-    return [r["iterations"] for r in rows]
+    assert all((r["stopped"] == Stop.THRESHOLD).all() for r in rows), [r["stopped"] for r in rows]
+    return [int(r["iterations"]) for r in rows]
 
 
 @settings(max_examples=4, deadline=None)
@@ -168,7 +168,7 @@ def test_damping_one_is_plain_fixed_point_in_the_inverse_form():
         return move(x, (v.flatten(1) @ m.T + c).view_as(v), a0, a1)
 
     expected = G(G(G(G(x))))  # x_0 = G(z) (naive destination step), then 3 evaluations
-    assert rows[0]["best_iteration"] == 3 and rows[0]["residual"] is None
+    assert int(rows[0]["iterations"]) == 3 and rows[0]["residual"].isnan().all()  # x_3: never evaluated
     assert torch.allclose(z, expected, atol=1e-12)
 
 
@@ -202,59 +202,79 @@ def _oracle(errors: list[float], n: int, strength: float, thr: float, tol: float
     return dict(iterations=n, best=best, lrs=lrs, stopped="max_iter" if n else "skipped")
 
 
-class _Scripted:
-    """``evaluate`` whose error ``sum|z - back|`` at iteration k is ``errors[image][k]``."""
+class ScriptedModel:
+    """A model that makes the seed's error ``sum|z - back(zr)|`` at iteration ``k`` equal
+    ``errors[b][k]`` for image ``b``, on the grid ``[0, 500, 999]`` with ``refine_skip=0``
+    (step 1 alone is refined) at guidance 1 (``eps_w = eps_c``).
 
-    def __init__(self, z: torch.Tensor, errors: list[list[float]]) -> None:
-        self.z, self.errors, self.k = z, errors, 0
-        self.seen: list[tuple[list[int], torch.Tensor]] = []
+    The noise it returns moves ``back = move(zr, e, t1 -> t)`` to ``z - err / numel``
+    uniformly, where ``z`` is step 1's source (the naive step from the zero latent), so the
+    seed's update ``zr += (z - back) * lr`` adds exactly ``err / numel * lr`` to each entry.
+    """
 
-    def __call__(self, x: torch.Tensor, idx: torch.Tensor):
-        numel = x[0].numel()
-        self.seen.append((idx.tolist(), x.clone()))
-        err = torch.tensor([self.errors[b][self.k] for b in idx.tolist()], dtype=x.dtype)
-        self.k += 1
-        back = self.z[idx] - (err / numel).view(-1, *([1] * (x.ndim - 1)))
-        return torch.zeros_like(x), back, x
+    name, latent_shape, device, dtype = "scripted", (1, 2, 2), torch.device("cpu"), torch.float64
+    alphas_cumprod = ABAR
+    grid = [0, 500, 999]
+
+    def __init__(self, errors: list[list[float]]) -> None:
+        self.errors, self.calls, self.seen = errors, 0, []
+        self.z = None
+
+    def predict_noise(self, latents, labels, embeddings):
+        self.calls += 1
+        if self.calls <= 2:  # the two naive steps: zero noise
+            if self.calls == 2:
+                self.z = latents[: latents.shape[0] // 2].clone()
+            return torch.zeros_like(latents)
+        k, x = self.calls - 3, latents[: latents.shape[0] // 2]
+        self.seen.append(x.clone())
+        a_t, a_t1 = math.sqrt(ABAR[500]), math.sqrt(ABAR[999])
+        coef = math.sqrt(1 - ABAR[500]) - a_t * math.sqrt(1 - ABAR[999]) / a_t1
+        err = torch.tensor([row[k] for row in self.errors], dtype=torch.float64).view(-1, 1, 1, 1)
+        e = (self.z - err / 4 - x * (a_t / a_t1)) / coef  # back = z - err / numel, numel = 4
+        return torch.cat([e, e])
+
+
+def _scripted_run(errors, n, mode, thr=3.0, tol=1.0, strength=0.9):
+    model = ScriptedModel(errors)
+    g = Guidance(cond=torch.ones(1, 1, 1, dtype=torch.float64), uncond=torch.zeros(1, 1, 1, dtype=torch.float64),
+                 scale=1.0)
+    rows: list[dict] = []
+    z = invert_original(model, torch.zeros(len(errors), 1, 2, 2, dtype=torch.float64), model.grid, g,
+                        refine_skip=0.0, refine_iterations=n, refine_strength=strength, lr_decay_mode=mode,
+                        error_threshold=thr * REFERENCE_NUMEL / 4, decay_tolerance=tol * REFERENCE_NUMEL / 4,
+                        callback=rows.append, progress=False)
+    return z, rows[1], model
 
 
 @settings(max_examples=40, deadline=None)
 @given(errors=st.lists(st.lists(st.floats(0.0, 20.0), min_size=6, max_size=6), min_size=2, max_size=2),
        n=st.integers(0, 6), mode=st.sampled_from(["faithful", "intended"]))
 def test_original_control_flow_matches_the_reference(errors, n, mode):
-    thr, tol, strength = 3.0, 1.0, 0.9
-    z = torch.zeros(2, 1, 2, 2, dtype=torch.float64)
-    z_next = torch.ones(2, 1, 2, 2, dtype=torch.float64)
-    script = _Scripted(z, errors)
-    out = _refine_original(z, z_next, script, iterations=n, strength=strength, threshold=thr,
-                           decay_tolerance=tol, lr_decay=0.9, lr_decay_mode=mode, divergence_factor=None)
+    z, row, model = _scripted_run(errors, n, mode)
     for b in range(2):
-        ref = _oracle(errors[b], n, strength, thr, tol, mode)
-        assert int(out.iterations[b]) == (ref["iterations"] if n else 0)
-        assert out.stopped[b] == ref["stopped"]
-        assert int(out.best_iteration[b]) == (ref["best"] if n else -1)
-        got_lrs = [float(row[b]) for row in out.lrs if not math.isnan(float(row[b]))]
-        assert got_lrs == pytest.approx(ref["lrs"])
+        ref = _oracle(errors[b], n, 0.9, 3.0, 1.0, mode)
+        assert int(row["iterations"][b]) == (ref["iterations"] if n else 0)
+        assert Stop(int(row["stopped"][b])).name.lower() == ref["stopped"]
         # The returned latent is the iterate that was evaluated at the best iteration ...
-        evaluated = [x[idx.index(b)] for idx, x in script.seen if b in idx]
-        assert torch.equal(out.latent[b], evaluated[ref["best"]] if n else z_next[b])
-        # ... and each iterate is the previous one plus (z - back) * lr.
+        evaluated = [x[b] for x in model.seen][: ref["iterations"] if n else 0]
+        assert torch.equal(z[b], evaluated[ref["best"]] if n else torch.zeros_like(z[b]))  # naive step: 0
+        # ... and each iterate is the previous one plus (z - back) * lr, with the oracle's lr.
         for k in range(1, len(evaluated)):
             step = errors[b][k - 1] / 4 * ref["lrs"][k - 1]
             assert torch.allclose(evaluated[k], evaluated[k - 1] + step)
-    # Only images still iterating go through the (batched) evaluation.
-    for k, (idx, _) in enumerate(script.seen):
-        assert idx == [b for b in range(2) if _oracle(errors[b], n, strength, thr, tol, mode)["iterations"] > k]
+        # An image that stopped no longer changes while the others go on.
+        for x in model.seen[len(evaluated):]:
+            assert torch.equal(x[b], evaluated[-1] if evaluated else x[b])
 
 
 def test_faithful_lr_decays_every_iteration_intended_only_without_progress():
-    z = torch.zeros(1, 1, 2, 2, dtype=torch.float64)
-    errors = [[10.0, 5.0, 4.5, 4.4]]
+    errors = [[10.0, 5.0, 4.5, 4.4, 4.3]]
 
     def run(mode: str) -> list[float]:
-        out = _refine_original(z, z + 1, _Scripted(z, errors), iterations=4, strength=0.9, threshold=0.0,
-                               decay_tolerance=1.0, lr_decay=0.9, lr_decay_mode=mode, divergence_factor=None)
-        return [float(row[0]) for row in out.lrs]
+        _, _, model = _scripted_run(errors, 5, mode, thr=0.0, tol=1.0)
+        steps = [float((b - a).mean()) for a, b in zip(model.seen, model.seen[1:])]
+        return [s / (e / 4) for s, e in zip(steps, errors[0])]  # step = err / numel * lr
 
     assert run("faithful") == pytest.approx([0.81, 0.729, 0.6561, 0.59049])
     # intended: no decay on the first iteration (previous min 1e10) nor after a 5-unit gain.
@@ -266,19 +286,19 @@ def test_original_defaults_refine_exactly_14_of_50_steps_and_count_nfe():
     grid, x = timestep_grid(50), _latents(1, 5)
     rows: list[dict] = []
     invert_original(model, x, grid, model.guidance(3.0), error_threshold=0.0, callback=rows.append, progress=False)
-    refined = [r["step"] for r in rows if r["stopped"] != "skipped"]
+    refined = [r["step"] for r in rows if (r["stopped"] != Stop.SKIPPED).all()]
     assert refined == list(range(36, 50))
-    assert all(r["iterations"] == 3 for r in rows if r["step"] in refined)
-    assert rows[-1]["nfe"] == 2 * 50 + 14 * 3 * 2 == 184
+    assert all(int(r["iterations"]) == 3 for r in rows if r["step"] in refined)
+    assert int(rows[-1]["nfe"]) == 2 * 50 + 14 * 3 * 2 == 184
     assert len(model.calls) == 50 + 14 * 3  # one batched guided call per iteration
     # tless labels: unconditional t - (t1 - t) / 4, conditional t.
     r = rows[40]
     assert r["label_uncond"] == pytest.approx(r["t_from"] - (r["t_to"] - r["t_from"]) * 0.25)
     assert r["label_cond"] == r["t_from"]
-    assert set(rows[40]) >= {"step", "steps", "t_from", "t_to", "label_uncond", "label_cond", "latent",
-                             "latent_prev", "noise", "residual", "nfe", "iterations", "residuals", "stopped",
-                             "best_iteration"}
-    assert len(rows[40]["residuals"]) == 3 and rows[40]["residual"] == pytest.approx(min(rows[40]["residuals"]))
+    assert set(rows[40]) == {"step", "steps", "t_from", "t_to", "label_uncond", "label_cond", "latent",
+                             "latent_prev", "noise", "residual", "nfe", "iterations", "residuals", "stopped"}
+    assert rows[40]["residuals"].shape == (3, 1)
+    assert rows[40]["residual"] == rows[40]["residuals"].min(0).values
 
 
 def test_original_no_tless_uses_the_destination_label_and_zero_iterations_is_naive():
@@ -286,7 +306,7 @@ def test_original_no_tless_uses_the_destination_label_and_zero_iterations_is_nai
     grid, x, g = timestep_grid(10), _latents(1, 6), model.guidance(3.0)
     rows: list[dict] = []
     invert_original(model, x, grid, g, tless_factor=None, callback=rows.append, progress=False)
-    assert all(r["label_uncond"] == r["label_cond"] == r["t_to"] for r in rows if r["stopped"] != "skipped")
+    assert all(r["label_uncond"] == r["label_cond"] == r["t_to"] for r in rows if (r["stopped"] != Stop.SKIPPED).all())
     z0 = invert_original(model, x, grid, g, refine_iterations=0, progress=False)
     assert torch.equal(z0, invert_naive(model, x, grid, g, label="source", progress=False))
 
@@ -297,7 +317,7 @@ def test_fixed_point_skip_rule():
     for skip, expected in ((0.0, 10), (0.7, 3), (1.0, 0)):
         rows: list[dict] = []
         invert_fixed_point(model, x, grid, g, iterations=2, skip=skip, callback=rows.append, progress=False)
-        assert sum(r["stopped"] != "skipped" for r in rows) == expected
+        assert sum(bool((r["stopped"] != Stop.SKIPPED).all()) for r in rows) == expected
 
 
 def test_threshold_is_scaled_by_latent_size():
@@ -308,14 +328,14 @@ def test_threshold_is_scaled_by_latent_size():
     grid, x, g = [0, 250, 500], _latents(1, 8), model.guidance(3.0)
     rows: list[dict] = []
     invert_original(model, x, grid, g, refine_skip=0.0, error_threshold=0.0, callback=rows.append, progress=False)
-    assert [r["stopped"] for r in rows] == ["skipped", "max_iter"]
-    first_sum = rows[1]["residuals"][0] * 16  # sum(|z - back|) of the naive iterate
+    assert [int(r["stopped"]) for r in rows] == [Stop.SKIPPED, Stop.MAX_ITER]
+    first_sum = float(rows[1]["residuals"][0, 0]) * 16  # sum(|z - back|) of the naive iterate
     for factor, stop_first in ((1.01, True), (0.99, False)):
         rows = []
         threshold = first_sum * REFERENCE_NUMEL / 16 * factor  # in the reference (4x64x64) units
         invert_original(model, x, grid, g, refine_skip=0.0, error_threshold=threshold, callback=rows.append,
                         progress=False)
-        assert (rows[1]["iterations"] == 1 and rows[1]["stopped"] == "threshold") == stop_first
+        assert (int(rows[1]["iterations"]) == 1 and int(rows[1]["stopped"]) == Stop.THRESHOLD) == stop_first
 
 
 # --------------------------------------------------------------------------- divergence, batches
@@ -332,11 +352,12 @@ def test_divergence_is_detected_and_the_best_iterate_kept(solver):
         fn = invert_fixed_point if solver == "fixed-point" else invert_anderson
         z = fn(model, x, grid, g, iterations=20, callback=rows.append, progress=False)
     r = rows[1]
-    assert r["stopped"] == "diverged"
-    assert r["iterations"] < 10
+    assert int(r["stopped"]) == Stop.DIVERGED
+    assert int(r["iterations"]) < 10
     assert torch.isfinite(z).all()
-    assert r["residual"] == pytest.approx(min(r["residuals"]))
-    assert max(r["residuals"]) > 2 * r["residual"]
+    residuals = r["residuals"][:, 0]
+    assert float(r["residual"]) == pytest.approx(float(residuals.min()))
+    assert float(residuals.max()) > 2 * float(r["residual"])
 
 
 def test_batch_bookkeeping_is_per_image_with_one_call_per_iteration():
@@ -345,7 +366,7 @@ def test_batch_bookkeeping_is_per_image_with_one_call_per_iteration():
     kw = dict(refine_skip=0.0, refine_iterations=4, progress=False)  # only step 1 is refined
     rows: list[dict] = []
     invert_original(model, x, grid, g, error_threshold=0.0, callback=rows.append, **kw)
-    first = rows[1]["residuals_per_image"][0] * 16 * REFERENCE_NUMEL / 16  # naive iterate, reference units
+    first = rows[1]["residuals"][0] * 16 * REFERENCE_NUMEL / 16  # naive iterate, reference units
     lo, hi = float(first.min()), float(first.max())
     assert lo < hi
     threshold = math.sqrt(lo * hi)  # between the images: some stop at once, some do not
@@ -356,13 +377,14 @@ def test_batch_bookkeeping_is_per_image_with_one_call_per_iteration():
     singles = [invert_original(model, x[b:b + 1], grid, g, error_threshold=threshold, **kw) for b in range(3)]
     assert torch.allclose(z, torch.cat(singles), atol=1e-12)
     stops_at_once = (first < threshold).tolist()
-    iters = rows[1]["iterations_per_image"]
+    iters = rows[1]["iterations"]
     assert [int(n) == 1 for n in iters] == stops_at_once and int(iters.max()) > 1
-    assert torch.equal(rows[-1]["nfe_per_image"], 4 + 2 * iters)  # 2 naive steps + 2 per iteration
-    assert rows[-1]["nfe"] == int(4 + 2 * iters.max())
-    assert all(r == "threshold" for r, once in zip(rows[1]["stopped_per_image"], stops_at_once) if once)
-    # One batched guided call per iteration (2 rows per image: both branches), stopped images dropped.
-    assert calls == [6, 6] + [2 * int((iters > k).sum()) for k in range(int(iters.max()))]
+    assert torch.equal(rows[-1]["nfe"], 4 + 2 * iters)  # 2 naive steps + 2 per iteration it used
+    assert all(int(r) == Stop.THRESHOLD for r, once in zip(rows[1]["stopped"], stops_at_once) if once)
+    assert torch.isnan(rows[1]["residuals"][1:, torch.tensor(stops_at_once)]).all()  # stopped: not evaluated
+    # One batched guided call per iteration on the whole batch (2 rows per image: both branches):
+    # the shape never changes, and on the CPU the step ends when the last image stops.
+    assert calls == [6, 6] + [6] * int(iters.max())
     model.calls.clear()
     invert_fixed_point(model, x, grid, g, iterations=3, progress=False)
     assert len(model.calls) == 2 * (1 + 3)  # naive call + one batched call per iteration, per step
@@ -373,58 +395,91 @@ def test_is_collapsed_flags_grey_images():
     images[1] = 0.02 * torch.randn(1, 8, 8)
     assert is_collapsed(images, reference_std=1.0).tolist() == [False, True, False]
     assert is_collapsed(images, reference_std=1.0, ratio=1e-3).tolist() == [False, False, False]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="ratio must be > 0"):
         is_collapsed(images, 1.0, ratio=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="reference_std must be positive"):
         is_collapsed(images, reference_std=-1.0)
 
 
-@pytest.mark.parametrize("fn, kwargs", [
-    (invert_original, dict(refine_iterations=-1)),
-    (invert_original, dict(refine_strength=0.0)),
-    (invert_original, dict(refine_skip=1.5)),
-    (invert_original, dict(lr_decay_mode="sometimes")),
-    (invert_original, dict(divergence_factor=1.0)),
-    (invert_original, dict(tless_factor=float("nan"))),
-    (invert_fixed_point, dict(iterations=-2)),
-    (invert_fixed_point, dict(damping=0.0)),
-    (invert_fixed_point, dict(skip=-0.1)),
-    (invert_fixed_point, dict(iterations=2, average_last=3)),
-    (invert_fixed_point, dict(init_label="middle")),
-    (invert_anderson, dict(window=0)),
-    (invert_anderson, dict(ridge=-1.0)),
-    (invert_anderson, dict(tol=float("inf"))),
+@pytest.mark.parametrize("fn, kwargs, message", [
+    (invert_original, dict(refine_iterations=-1), "refine_iterations must be an integer >= 0"),
+    (invert_original, dict(refine_iterations=True), "refine_iterations must be an integer, got True"),
+    (invert_original, dict(refine_strength=0.0), "refine_strength must be > 0"),
+    (invert_original, dict(refine_skip=1.5), "refine_skip must be >= 0.0 and <= 1.0"),
+    (invert_original, dict(lr_decay_mode="sometimes"), "lr_decay_mode must be one of 'faithful', 'intended'"),
+    (invert_original, dict(divergence_factor=1.0), "divergence_factor must be > 1.0"),
+    (invert_original, dict(tless_factor=float("nan")), "tless_factor must be finite"),
+    (invert_original, dict(error_threshold=float("inf")), "error_threshold must be finite"),
+    (invert_original, dict(lr_decay=np.bool_(True)), "lr_decay must be a real number"),
+    (invert_fixed_point, dict(iterations=-2), "iterations must be an integer >= 0"),
+    (invert_fixed_point, dict(iterations=2.0), "iterations must be an integer, got 2.0"),
+    (invert_fixed_point, dict(damping=0.0), "damping must be > 0"),
+    (invert_fixed_point, dict(damping=False), "damping must be a real number"),
+    (invert_fixed_point, dict(skip=-0.1), "skip must be >= 0.0"),
+    (invert_fixed_point, dict(iterations=2, average_last=3), "average_last=3 exceeds iterations=2"),
+    (invert_fixed_point, dict(init_label="middle"), "init_label must be one of"),
+    (invert_anderson, dict(window=0), "window must be an integer >= 1"),
+    (invert_anderson, dict(ridge=-1.0), "ridge must be >= 0"),
+    (invert_anderson, dict(tol=float("inf")), "tol must be finite"),
+    (invert_anderson, dict(tol=float("nan")), "tol must be finite"),
 ])
-def test_bad_options_raise(fn, kwargs):
+def test_bad_options_raise(fn, kwargs, message):
     model = MatrixModel(seed=11)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=message):
         fn(model, _latents(1, 11), timestep_grid(4), model.guidance(2.0), progress=False, **kwargs)
+
+
+@pytest.mark.parametrize("fn, kwargs", [
+    (invert_original, dict(refine_iterations=np.int64(2), refine_strength=np.float32(0.9), refine_skip=np.float64(0.0),
+                           tless_factor=np.float32(0.25), error_threshold=np.float32(5), lr_decay=np.float32(0.9))),
+    (invert_fixed_point, dict(iterations=np.int64(2), damping=np.float32(0.5), average_last=np.int32(2),
+                              skip=np.float32(0.0), tol=np.float64(1e-9), divergence_factor=np.float32(3))),
+    (invert_anderson, dict(iterations=np.int64(3), window=np.int64(2), ridge=np.float32(1e-8))),
+])
+def test_numpy_scalars_are_accepted_and_give_the_same_result(fn, kwargs):
+    model = MatrixModel(seed=15)
+    args = (model, _latents(2, 15), timestep_grid(4), model.guidance(np.float32(2.0)))
+    plain = {k: v.item() for k, v in kwargs.items()}
+    assert torch.equal(fn(*args, progress=False, **kwargs), fn(*args, progress=False, **plain))
+
+
+def test_tless_labels_outside_the_schedule_raise():
+    model = MatrixModel(seed=16)
+    grid, x, g = timestep_grid(10), _latents(1, 16), model.guidance(2.0)
+    # Refined steps (i > 10 * 0.7): 799 -> 899 and 899 -> 999; tless = t - 100 * factor.
+    invert_original(model, x, grid, g, tless_factor=-1.0, progress=False)  # 999 at step 9: the top
+    invert_original(model, x, grid, g, tless_factor=7.99, progress=False)  # 0 at step 8: the bottom
+    with pytest.raises(ValueError, match=r"tless_factor=-1.5 gives the label 1049 at step 9 \(899 -> 999\), "
+                                         r"outside the schedule's levels \[0, 999\]"):
+        invert_original(model, x, grid, g, tless_factor=-1.5, progress=False)
+    with pytest.raises(ValueError, match=r"tless_factor=9.0 gives the label -101 at step 8"):
+        invert_original(model, x, grid, g, tless_factor=9.0, progress=False)
+    invert_original(model, x, grid, g, tless_factor=9.0, refine_iterations=0, progress=False)  # nothing refined
 
 
 def test_bad_latents_raise():
     model = MatrixModel(seed=12)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"latents must have shape \(B, 1, 4, 4\)"):
         invert_fixed_point(model, torch.zeros(1, 1, 3, 3, dtype=torch.float64), timestep_grid(4), model.guidance(2.0))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="strictly increasing"):
         invert_original(model, _latents(1, 12), [0, 0, 10], model.guidance(2.0))
 
 
-def test_solve_fixed_point_on_an_injected_map_keeps_best_when_the_run_worsens():
-    """A slowly worsening run (growth below the divergence factor) returns its best iterate."""
-    z = torch.zeros(1, 4, dtype=torch.float64)
-
-    def evaluate(x, idx):  # G(x) = 1.3 x + 1 (expanding); residual = |G(x) - x|
-        g = 1.3 * x + 1
-        return torch.zeros_like(x), z[idx] - (g - x), g
-
-    out = _solve_fixed_point(z, torch.zeros(1, 4, dtype=torch.float64), evaluate, iterations=3, damping=1.0,
-                             window=0, ridge=0.0, average_last=None, tol=None, divergence_factor=10.0)
-    assert out.stopped == ["max_iter"]
-    assert int(out.best_iteration[0]) == 0 and torch.equal(out.latent, torch.zeros(1, 4, dtype=torch.float64))
+def test_a_slowly_worsening_run_returns_its_best_iterate():
+    """Growth below the divergence factor: every iteration runs, and the best (naive) iterate wins."""
+    model = MatrixModel(eig_max=1.6, t_slope=0.0, cond_gap=0.0, seed=14)
+    grid, x, g = [0, 500], _latents(1, 14), model.guidance(1.0)
+    rows: list[dict] = []
+    z = invert_fixed_point(model, x, grid, g, iterations=3, divergence_factor=1e6, callback=rows.append,
+                           progress=False)
+    r = rows[0]["residuals"][:, 0]
+    assert bool((r[1:] > r[:-1]).all()), r  # the premise: the residual grows every iteration
+    assert int(rows[0]["stopped"]) == Stop.MAX_ITER
+    assert torch.equal(z, invert_naive(model, x, grid, g, label="destination", progress=False))
+    assert float(rows[0]["residual"]) == float(r[0])
 
 
 def test_registry_entries_and_their_cost():
-    import cfginv_lite.methods_compensation  # noqa: F401  registers the entries
     from cfginv_lite.methods import METHODS, run_method
 
     names = ["original", "original-showcase", "original-no-tless", "fixed-point", "fixed-point-damped",

@@ -8,10 +8,12 @@ import torch
 import cfginv_lite as cl
 from cfginv_lite.data import load_digit_images, train_digit_classifier
 from cfginv_lite.experiment import digit_prompts, generate, reconstruct
+from protocol_check import assert_implements_protocol
 
 
 def test_protocol_and_shapes(digits_model):
-    assert isinstance(digits_model, cl.DiffusionModel)
+    images, _ = load_digit_images()
+    assert_implements_protocol(digits_model, images[:3])
     assert digits_model.latent_shape == (1, 8, 8)
     emb = digits_model.encode_prompt(["a handwritten digit three", ""])
     assert emb.shape[0] == 2 and emb.ndim == 3

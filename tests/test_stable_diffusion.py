@@ -15,19 +15,21 @@ import numpy as np
 import pytest
 import torch
 
-from cfginv_lite.ddim import Guidance, abar_at, guided_noise, invert_naive, make_guidance, sample_ddim
+from cfginv_lite.ddim import Guidance, guided_noise, invert_naive, make_guidance, sample_ddim
 from cfginv_lite.images import load_image
 from cfginv_lite.models import load_model
-from cfginv_lite.models.protocol import DiffusionModel
 from cfginv_lite.models.stable_diffusion import (
     KNOWN_MODEL_IDS,
+    PREDICTION_TYPES,
     ModelNotAvailableError,
     StableDiffusionModel,
-    build_tiny_stable_diffusion,
+    _check_model_id,
     load_stable_diffusion,
     oom_hint,
 )
+from cfginv_lite.models.tiny import build_tiny_stable_diffusion
 from cfginv_lite.schedule import timestep_grid
+from protocol_check import assert_implements_protocol
 
 pytestmark = pytest.mark.filterwarnings("ignore:The `local_dir_use_symlinks`:UserWarning")  # diffusers' own
 
@@ -65,8 +67,8 @@ def _run(model: StableDiffusionModel, image: torch.Tensor, label: str = "source"
 
 
 # --------------------------------------------------------------------------- the whole path
-def test_tiny_model_implements_protocol(model: StableDiffusionModel) -> None:
-    assert isinstance(model, DiffusionModel)
+def test_tiny_model_implements_protocol(model: StableDiffusionModel, image: torch.Tensor) -> None:
+    assert_implements_protocol(model, image)
     assert model.name == "stable-diffusion"
     assert model.latent_shape == (4, 8, 8)
     assert model.device == torch.device("cpu") and model.dtype == torch.float32
@@ -154,9 +156,14 @@ def test_predict_noise_converts_to_epsilon(prediction_type: str) -> None:
         assert not torch.allclose(eps, raw, atol=1e-3)  # a conversion really happened
 
 
-def test_device_abar_matches_abar_at(model: StableDiffusionModel) -> None:
+def test_abar_at_fractional_labels_is_linear_interpolation_of_the_table(model: StableDiffusionModel) -> None:
+    """What a v-prediction model converts with: the schedule interpolated in t (independent np.interp)."""
     labels = torch.tensor([0.0, 0.25, 37.5, 500.0, 998.9, 999.0])
-    assert torch.allclose(model._abar(labels), abar_at(model.alphas_cumprod, labels), rtol=0, atol=1e-12)
+    expected = np.interp(labels.double().numpy(), np.arange(1000), model.alphas_cumprod.numpy())
+    got = model._abar(labels)
+    assert got.dtype == torch.float64 and got.device == labels.device
+    np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=1e-15)
+    assert float(got[1]) != float(got[0]) and float(got[0]) == float(model.alphas_cumprod[0])
 
 
 def test_batched_guided_call_equals_two_calls(model: StableDiffusionModel) -> None:
@@ -308,10 +315,14 @@ def test_oom_hint_suggests_remedies(model: StableDiffusionModel, monkeypatch: py
     assert "Tried to allocate 9.00 GiB" in str(info.value) and "smaller image" in str(info.value)
 
 
-def test_known_model_ids() -> None:
-    assert {"CompVis/stable-diffusion-v1-4", "stable-diffusion-v1-5/stable-diffusion-v1-5",
-            "stabilityai/stable-diffusion-2-1-base", "stabilityai/stable-diffusion-2-1"} <= set(KNOWN_MODEL_IDS)
-    assert KNOWN_MODEL_IDS["stabilityai/stable-diffusion-2-1"] == (768, "v_prediction")
+def test_known_model_ids_are_valid_hub_ids_named_in_the_errors(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    for model_id, (size, prediction) in KNOWN_MODEL_IDS.items():
+        assert _check_model_id(model_id) == (model_id, False)  # a hub id, not a local folder
+        assert size % 8 == 0 and prediction in PREDICTION_TYPES
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotAvailableError) as info:
+        load_stable_diffusion(UNCACHED_ID, device="cpu", cache_dir=str(tmp_path))
+    assert all(model_id in str(info.value) for model_id in KNOWN_MODEL_IDS)  # what to try instead
 
 
 def test_import_does_not_import_transformers() -> None:

@@ -23,9 +23,7 @@ Conventions (the same for every model of the package):
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -33,7 +31,7 @@ import torch
 from torch import nn
 
 from ..ddim import abar_at, v_to_epsilon
-from ..schedule import SD1_SCHEDULER_CONFIG, alphas_cumprod_from_config
+from ..schedule import alphas_cumprod_from_config
 
 DEFAULT_MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
@@ -147,6 +145,11 @@ class StableDiffusionModel:
         available, else CPU + fp32). The VAE runs in ``vae_dtype`` (float32 by default).
     image_size:
         Pixel size ``S`` or ``(H, W)``, a multiple of the VAE factor (8); sets ``latent_shape``.
+    compile_unet:
+        Opt-in ``torch.compile`` of the UNet (``mode="reduce-overhead"`` on CUDA: the call is
+        captured once and replayed as a CUDA graph, without one launch per kernel; an eager
+        SD 1.5 call is launch-bound). The solvers keep every batch's shape constant, so one
+        capture serves a whole inversion; a new batch size or image size recompiles.
     """
 
     name = "stable-diffusion"
@@ -154,7 +157,7 @@ class StableDiffusionModel:
     def __init__(self, unet: nn.Module, vae: nn.Module, text_encoder: nn.Module | None, tokenizer: Any,
                  scheduler_config: Mapping[str, Any], device: str | torch.device | None = None,
                  dtype: str | torch.dtype | None = None, image_size: int | tuple[int, int] = 512, *,
-                 vae_dtype: torch.dtype = torch.float32) -> None:
+                 vae_dtype: torch.dtype = torch.float32, compile_unet: bool = False) -> None:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.vae_dtype = resolve_dtype(vae_dtype, self.device)
@@ -166,6 +169,10 @@ class StableDiffusionModel:
         self.alphas_cumprod = alphas_cumprod_from_config(self.scheduler_config)
         self._abar_table = self.alphas_cumprod.to(self.device)  # for conversions without a host sync
         self.unet = _place(unet, self.device, self.dtype)
+        self.compiled = bool(compile_unet)
+        if self.compiled:
+            mode = "reduce-overhead" if self.device.type == "cuda" else "default"
+            self.unet = torch.compile(self.unet, mode=mode, dynamic=False)
         self.vae = _place(vae, self.device, self.vae_dtype)
         self.text_encoder = None if text_encoder is None else _place(text_encoder, self.device, self.dtype)
         self.tokenizer = tokenizer
@@ -257,6 +264,8 @@ class StableDiffusionModel:
         with oom_hint(f"a UNet call (batch {batch}, latents {tuple(latents.shape[1:])}, {self.dtype})"):
             out = self.unet(latents.to(self.device, self.dtype), labels.to(self.device),
                             encoder_hidden_states=embeddings.to(self.device, self.dtype)).sample
+        if self.compiled:  # a CUDA-graph replay overwrites its output buffer on the next call
+            out = out.clone()
         return self._to_epsilon(out, latents, labels)
 
     def _to_epsilon(self, out: torch.Tensor, latents: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -305,14 +314,16 @@ class StableDiffusionModel:
 # --------------------------------------------------------------------------- loading
 def load_stable_diffusion(model_id: str | os.PathLike[str] = DEFAULT_MODEL_ID, device: str | torch.device | None = None,
                           dtype: str | torch.dtype | None = None, image_size: int | tuple[int, int] = 512,
-                          local_files_only: bool | None = None, **kwargs: Any) -> StableDiffusionModel:
+                          local_files_only: bool | None = None, compile_unet: bool = False,
+                          **kwargs: Any) -> StableDiffusionModel:
     """Load a Stable Diffusion checkpoint (hub id or local pipeline folder) as a model.
 
     ``device``: ``None`` -> CUDA if available else CPU. ``dtype``: ``None`` -> fp16 on CUDA,
     fp32 on CPU; fp16 on the CPU is refused; bf16 is allowed. ``local_files_only``: ``None``
     -> ``True`` when ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) is set. Other keyword
     arguments (``revision``, ``variant``, ``cache_dir``, ``token``, ...) go to ``from_pretrained``.
-    For SD 2.1 at 768 px pass ``image_size=768``. Known ids: :data:`KNOWN_MODEL_IDS`.
+    For SD 2.1 at 768 px pass ``image_size=768``. ``compile_unet=True``: ``torch.compile`` the
+    UNet (CUDA graphs on a GPU; see :class:`StableDiffusionModel`). Known ids: :data:`KNOWN_MODEL_IDS`.
 
     Raises :class:`ModelNotAvailableError` (an ``OSError``) when the weights are neither cached
     nor downloadable, and ``ValueError`` for a malformed id, device or dtype.
@@ -346,7 +357,8 @@ def load_stable_diffusion(model_id: str | os.PathLike[str] = DEFAULT_MODEL_ID, d
     unet = load("unet", lambda: UNet2DConditionModel.from_pretrained(
         source, subfolder="unet", torch_dtype=dt, **common, **kwargs))
     _check_tokenizer(tokenizer, text_encoder, source)
-    return StableDiffusionModel(unet, vae, text_encoder, tokenizer, dict(scheduler_config), dev, dt, image_size)
+    return StableDiffusionModel(unet, vae, text_encoder, tokenizer, dict(scheduler_config), dev, dt, image_size,
+                                compile_unet=compile_unet)
 
 
 def _check_tokenizer(tokenizer: Any, text_encoder: nn.Module, source: str) -> None:
@@ -429,89 +441,16 @@ def _not_available_message(source: str, is_local: bool, component: str, err: Bas
             f"Known ids: {', '.join(KNOWN_MODEL_IDS)}.")
 
 
-# --------------------------------------------------------------------------- tiny model for tests
-def tiny_unet_config(image_size: int = 64, cross_attention_dim: int = 32) -> dict[str, Any]:
-    """SD's UNet block types with tiny channels (a few hundred thousand parameters)."""
-    return dict(
-        sample_size=image_size // 8, in_channels=4, out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=cross_attention_dim,
-        attention_head_dim=8, norm_num_groups=16,
-    )
+def __getattr__(name: str) -> Any:
+    """``build_tiny_stable_diffusion`` moved to :mod:`cfginv_lite.models.tiny` (old import path kept)."""
+    if name in ("build_tiny_stable_diffusion", "build_tiny_tokenizer", "tiny_unet_config", "tiny_vae_config"):
+        from . import tiny
 
-
-def tiny_vae_config(image_size: int = 64, scaling_factor: float = 0.18215) -> dict[str, Any]:
-    """SD's AutoencoderKL layout with tiny channels: 4 blocks, hence SD's downsample factor 8."""
-    return dict(
-        in_channels=3, out_channels=3, latent_channels=4,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 16, 16, 16), layers_per_block=1, norm_num_groups=8,
-        sample_size=image_size, scaling_factor=scaling_factor,
-    )
-
-
-def _bytes_to_unicode() -> list[str]:
-    """CLIP's byte -> printable-character table (the alphabet of its byte-level BPE)."""
-    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    cs = list(bs)
-    extra = 0
-    for b in range(256):
-        if b not in bs:  # unprintable bytes map to code points 256, 257, ...
-            bs.append(b)
-            cs.append(256 + extra)
-            extra += 1
-    return [chr(c) for c in cs]
-
-
-_TINY_MERGES = ("t h", "th e</w>", "a n", "an d</w>", "o f</w>", "p h", "ph o")
-
-
-def build_tiny_tokenizer(directory: str | os.PathLike[str] | None = None, model_max_length: int = 77) -> Any:
-    """A real ``CLIPTokenizer`` from a tiny byte-level vocab written to ``directory`` (no download)."""
-    from transformers import CLIPTokenizer
-
-    chars = _bytes_to_unicode()
-    tokens = [*chars, *(c + "</w>" for c in chars), *("".join(m.split()) for m in _TINY_MERGES)]
-    tokens = list(dict.fromkeys(tokens)) + ["<|startoftext|>", "<|endoftext|>"]
-    vocab = {tok: i for i, tok in enumerate(tokens)}
-    with contextlib.ExitStack() as stack:
-        folder = Path(directory) if directory is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-        (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(_TINY_MERGES) + "\n", encoding="utf-8")
-        return CLIPTokenizer.from_pretrained(str(folder), model_max_length=model_max_length, local_files_only=True)
-
-
-def build_tiny_stable_diffusion(seed: int = 0, image_size: int = 64, prediction_type: str = "epsilon", *,
-                                scaling_factor: float = 0.18215) -> StableDiffusionModel:
-    """Random-weight Stable Diffusion of the real architecture, tiny, built offline (CPU, fp32).
-
-    UNet2DConditionModel, AutoencoderKL, CLIPTextModel and CLIPTokenizer exactly as SD uses
-    them, with tiny widths; SD 1.x scheduler config with ``prediction_type`` overridden. The
-    same ``seed`` gives bitwise-identical weights (the global RNG is left untouched).
-    """
-    if prediction_type not in PREDICTION_TYPES:
-        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    tokenizer = build_tiny_tokenizer()
-    text_config = CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, max_position_embeddings=tokenizer.model_max_length, projection_dim=32,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        text_encoder = CLIPTextModel(text_config)
-        vae = AutoencoderKL(**tiny_vae_config(image_size, scaling_factor))
-        unet = UNet2DConditionModel(**tiny_unet_config(image_size, text_config.hidden_size))
-    scheduler_config = {**SD1_SCHEDULER_CONFIG, "prediction_type": prediction_type}
-    return StableDiffusionModel(unet, vae, text_encoder, tokenizer, scheduler_config, "cpu", torch.float32, image_size)
+        return getattr(tiny, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
     "DEFAULT_MODEL_ID", "KNOWN_MODEL_IDS", "ModelNotAvailableError", "StableDiffusionModel",
-    "build_tiny_stable_diffusion", "load_stable_diffusion", "oom_hint", "resolve_device", "resolve_dtype",
+    "load_stable_diffusion", "oom_hint", "resolve_device", "resolve_dtype",
 ]

@@ -1,4 +1,6 @@
-"""Regenerating an image from inverted noise: DDIM on the inversion grid, or K-LMS as the seed did.
+"""Samplers: K-LMS as the seed regenerated with, next to DDIM (:func:`~cfginv_lite.ddim.sample_ddim`).
+
+:func:`regenerate` picks one: DDIM on the inversion grid, or K-LMS as the seed did.
 
 The seed's notebook inverted with DDIM on its own grid but regenerated with diffusers'
 K-LMS scheduler (``LMSDiscreteScheduler``: Karras et al. 2022's linear multistep sampler
@@ -20,7 +22,17 @@ from typing import Any, Literal, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .ddim import FiniteGuard, Guidance, NonFiniteLatentError, StepCallback, check_grid, check_latents, guided_noise, sample_ddim
+from .ddim import (
+    FiniteGuard,
+    Guidance,
+    NonFiniteLatentError,
+    StepCallback,
+    check_grid,
+    check_latents,
+    guided_noise,
+    sample_ddim,  # noqa: F401  (both samplers importable from here)
+)
+from .validation import check_choice, check_int
 
 Sampler = Literal["ddim", "lms"]
 
@@ -29,8 +41,7 @@ def lms_scheduler(model: Any, steps: int) -> Any:
     """A fresh ``LMSDiscreteScheduler`` built from ``model.scheduler_config``, set to ``steps``."""
     from diffusers import LMSDiscreteScheduler
 
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    steps = check_int("steps", steps, 1)
     scheduler = LMSDiscreteScheduler.from_config(dict(model.scheduler_config))
     scheduler.set_timesteps(steps)
     return scheduler
@@ -70,8 +81,7 @@ def sample_lms(
     if guidance.uncond_per_step is not None:
         raise ValueError("per-step unconditional embeddings (null-text) belong to the DDIM grid; "
                          "regenerate them with sampler='ddim'")
-    if isinstance(order, bool) or not isinstance(order, int) or order < 1:
-        raise ValueError(f"order must be an integer >= 1, got {order!r}")
+    order = check_int("order", order, 1)
     scheduler = lms_scheduler(model, steps)
     timesteps = scheduler.timesteps
     sigmas = scheduler.sigmas
@@ -119,10 +129,12 @@ def regenerate(
     (the seed's K-LMS with ``len(grid) - 1`` steps on its own grid; ``options`` go to
     :func:`sample_lms`, e.g. ``exact_start=True``)."""
     grid = check_grid(grid, len(model.alphas_cumprod))
+    check_choice("sampler", sampler, ("ddim", "lms"))
     if sampler == "ddim":
         if options:
             raise ValueError(f"sample_ddim takes no options, got {sorted(options)}")
         return sample_ddim(model, latents, grid, guidance, callback=callback, progress=progress)
-    if sampler == "lms":
-        return sample_lms(model, latents, len(grid) - 1, guidance, callback=callback, progress=progress, **options)
-    raise ValueError(f"sampler must be 'ddim' or 'lms', got {sampler!r}")
+    return sample_lms(model, latents, len(grid) - 1, guidance, callback=callback, progress=progress, **options)
+
+
+__all__ = ["Sampler", "lms_scheduler", "regenerate", "sample_ddim", "sample_lms"]

@@ -1,0 +1,113 @@
+"""Presentation: tables and figures of results (plain text, Markdown, matplotlib).
+
+Small helpers so that notebook cells, the CLI and the benchmarks stay short. Nothing here
+computes a measurement (those are in :mod:`cfginv_lite.metrics`) or an interactive view
+(:mod:`cfginv_lite.widgets`).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+#: Columns of :func:`cfginv_lite.cli.compare` rows, in table order.
+COLUMNS = ("set", "cfg", "steps", "method", "nfe", "nfe_bwd", "latent_rmse", "image_rmse", "psnr_db", "seconds")
+
+
+# --------------------------------------------------------------------------- tables
+def format_table(rows: list[dict[str, Any]], markdown: bool = False, columns: Sequence[str] = COLUMNS) -> str:
+    """Fixed-width (or Markdown) table of :func:`compare` rows (or any rows with ``columns``), numbers rounded."""
+    def cell(v: Any) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.4f}" if abs(v) < 10 else f"{v:.2f}"
+        if isinstance(v, tuple):  # (cfg,) marker: print guidance compactly
+            return f"{v[0]:g}"
+        return str(v)
+
+    body = [[cell((r[c],) if c == "cfg" else r[c]) for c in columns] for r in rows]
+    if markdown:
+        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        return "\n".join(lines + ["| " + " | ".join(b) + " |" for b in body])
+    widths = [max(len(c), *(len(b[i]) for b in body)) if body else len(c) for i, c in enumerate(columns)]
+    fmt = "  ".join(f"{{:>{w}}}" for w in widths)
+    return "\n".join([fmt.format(*columns)] + [fmt.format(*b) for b in body])
+
+
+def plot_rows(rows: list[dict[str, Any]], path: str) -> None:
+    """Reconstruction error (image RMSE) vs guidance scale, one line per (set, method, steps)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    keys = sorted({(r["set"], r["method"], r["steps"]) for r in rows})
+    for key in keys:
+        pts = sorted((r["cfg"], r["image_rmse"]) for r in rows if (r["set"], r["method"], r["steps"]) == key)
+        ax.plot(*zip(*pts), marker="o", label=f"{key[0]}, {key[1]}, {key[2]} steps")
+    ax.set_xlabel("classifier-free guidance scale w")
+    ax.set_ylabel("image RMSE after regeneration ([0, 1] pixel units)")
+    ax.set_yscale("log")
+    ax.set_title("Reconstruction error vs guidance")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- images
+def to_display(images: torch.Tensor) -> np.ndarray:
+    """``(B, C, H, W)`` in ``[-1, 1]`` -> ``(B, H, W)`` (C=1) or ``(B, H, W, 3)`` in ``[0, 1]``."""
+    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) / 2).numpy()
+    if x.shape[1] == 1:
+        return x[:, 0]
+    return np.moveaxis(x[:, :3], 1, -1)
+
+
+def image_rows(rows: Sequence[torch.Tensor], row_titles: Sequence[str], col_titles: Sequence[str] | None = None,
+               max_cols: int = 10, scale: float = 0.9, dpi: int = 72):
+    """A grid of images: one row per tensor batch, at most ``max_cols`` columns."""
+    import matplotlib.pyplot as plt
+
+    n = min(max_cols, max(len(r) for r in rows))
+    fig, axes = plt.subplots(len(rows), n, figsize=(scale * n, scale * len(rows) + 0.3), dpi=dpi, squeeze=False)
+    for r, (batch, title) in enumerate(zip(rows, row_titles)):
+        shown = to_display(batch[:n])
+        for c in range(n):
+            ax = axes[r, c]
+            ax.set_xticks([]); ax.set_yticks([])
+            if c < len(shown):
+                ax.imshow(shown[c], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            else:
+                ax.axis("off")
+            if c == 0:
+                ax.set_ylabel(title, rotation=0, ha="right", va="center", fontsize=8)
+            if r == 0 and col_titles is not None and c < len(col_titles):
+                ax.set_title(col_titles[c], fontsize=7)
+    fig.tight_layout(pad=0.2)
+    return fig
+
+
+__all__ = ["COLUMNS", "format_table", "image_rows", "plot_rows", "to_display"]
+def distribution_plot(ax, groups: dict[str, Sequence[float]], *, ylabel: str = "", log: bool = True,
+                      seed: int = 0, colors: Sequence[str] | None = None):
+    """Per-image values of several groups side by side: a box (median, IQR, 1.5 IQR whiskers)
+    over the jittered points themselves, so the tail a mean would hide stays visible."""
+    rng = np.random.default_rng(seed)
+    names = list(groups)
+    data = [np.asarray(groups[n], dtype=float) for n in names]
+    ax.boxplot(data, positions=np.arange(len(names)), widths=0.55, showfliers=False,
+               medianprops=dict(color="black", lw=1.5))
+    for k, values in enumerate(data):
+        color = colors[k % len(colors)] if colors else f"C{k % 10}"
+        ax.scatter(k + rng.uniform(-0.22, 0.22, len(values)), values, s=6, alpha=0.45, color=color, lw=0)
+    ax.set_xticks(np.arange(len(names)), names)
+    if log:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, axis="y")
+    return ax

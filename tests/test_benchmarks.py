@@ -1,0 +1,37 @@
+"""The GPU benchmark's CPU smoke test, and the opt-in compiled UNet."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_sd_gpu_benchmark_smoke_test_on_the_cpu():
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "benchmarks/sd_gpu.py", "--allow-cpu", "--tiny"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert "| total / (NFE/2 x one call) | host syncs per step |" in out
+    for name in ("invert_naive", "sample_ddim", "invert_original", "invert_anderson"):
+        row = next(line for line in out.splitlines() if name in line)
+        cells = [c.strip() for c in row.split("|")]
+        assert float(cells[3]) > 0 and float(cells[4]) > 0 and cells[5] == "n/a (CPU)", row
+    assert "wrote" not in out  # the CPU smoke test writes no file
+
+
+def test_compile_unet_is_opt_in():
+    from cfginv_lite.models.tiny import build_tiny_stable_diffusion
+    from cfginv_lite.models.stable_diffusion import StableDiffusionModel
+
+    tiny = build_tiny_stable_diffusion(seed=0)
+    assert not tiny.compiled
+    compiled = StableDiffusionModel(tiny.unet, tiny.vae, None, None, tiny.scheduler_config, "cpu", torch.float32, 64,
+                                    compile_unet=True)
+    assert compiled.compiled and compiled.unet._orig_mod is tiny.unet  # compiled lazily, on the first call
+    assert compiled.latent_shape == tiny.latent_shape
