@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import numbers
 import os
 import tempfile
 from pathlib import Path
@@ -32,7 +33,9 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
+from ..checks import check_image_batch
 from ..ddim import abar_at, v_to_epsilon
+from ..devices import resolve_device  # re-exported here: it lived in this module before
 from ..schedule import SD1_SCHEDULER_CONFIG, alphas_cumprod_from_config
 
 DEFAULT_MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -67,25 +70,6 @@ class ModelNotAvailableError(OSError):
 
 
 # --------------------------------------------------------------------------- device, dtype
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None`` -> ``"cuda"`` when available, else ``"cpu"``; refuse unavailable devices clearly."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"invalid device {device!r}: {err}") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"device={device!r} was requested but CUDA is not available to torch "
-            f"{torch.__version__} (no GPU, or a CPU-only torch build). Use device='cpu' "
-            "(slow: minutes per image for Stable Diffusion), or a GPU runtime such as Colab's T4."
-        )
-    if resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device={device!r} was requested but Apple MPS is not available")
-    return resolved
-
-
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
     """``None`` -> fp16 on CUDA, fp32 elsewhere; fp16 on CPU is refused (see message)."""
     if dtype is None:
@@ -180,11 +164,12 @@ class StableDiffusionModel:
     # Configuration ----------------------------------------------------------------
     def set_image_size(self, size: int | tuple[int, int]) -> None:
         """Set the pixel size ``S`` (square) or ``(H, W)``; updates ``latent_shape``."""
-        h, w = (size, size) if isinstance(size, int) and not isinstance(size, bool) else tuple(size)
+        h, w = (size, size) if isinstance(size, numbers.Integral) and not isinstance(size, bool) else tuple(size)
         f = self.vae_scale_factor
-        for side in (h, w):
-            if isinstance(side, bool) or not isinstance(side, int) or side < f or side % f:
+        for side in (h, w):  # numpy integers count as integers, as everywhere in the package
+            if isinstance(side, bool) or not isinstance(side, numbers.Integral) or side < f or side % f:
                 raise ValueError(f"image size must be a positive multiple of {f} (the VAE factor), got {size!r}")
+        h, w = int(h), int(w)
         self.image_size = (h, w)
         self.latent_shape = (self.latent_channels, h // f, w // f)
 
@@ -278,16 +263,7 @@ class StableDiffusionModel:
 
     # Validation ---------------------------------------------------------------------
     def _check_images(self, images: Any) -> torch.Tensor:
-        if not isinstance(images, torch.Tensor):
-            raise ValueError(f"images must be a torch.Tensor (B, 3, H, W) in [-1, 1], got {type(images).__name__}; "
-                             "use cfginv_lite.images.load_image for files and PIL images")
-        if images.ndim == 3:
-            raise ValueError(f"images must be batched (B, 3, H, W), got {tuple(images.shape)}; use images[None]")
-        if images.ndim != 4 or images.shape[1] != 3:
-            hint = " (RGBA? composite it with load_image)" if images.ndim == 4 and images.shape[1] == 4 else ""
-            raise ValueError(f"images must have shape (B, 3, H, W){hint}, got {tuple(images.shape)}")
-        if not images.is_floating_point():
-            raise ValueError(f"images must be floating point in [-1, 1], got dtype {images.dtype}")
+        images = check_image_batch(images, channels=3)  # type, shape, empty batch, dtype, [-1, 1]: shared
         h, w = images.shape[-2:]
         f = self.vae_scale_factor
         if h % f or w % f:
@@ -295,10 +271,6 @@ class StableDiffusionModel:
         if (h, w) != self.image_size:
             raise ValueError(f"images are {h}x{w} but the model is set up for {self.image_size[0]}x"
                              f"{self.image_size[1]}; call model.set_image_size(({h}, {w})) or resize the images")
-        lo, hi = float(images.min()), float(images.max())
-        if not (lo >= -1.001 and hi <= 1.001):  # also catches NaN
-            raise ValueError(f"images must lie in [-1, 1], got values in [{lo:.3g}, {hi:.3g}] "
-                             "(pixels in [0, 255] or [0, 1]? use load_image, which scales them)")
         return images
 
 

@@ -1,0 +1,119 @@
+"""Shared argument checks: one definition of "a valid seed / count / scale / prompt list / image batch".
+
+Every public entry point (solvers, models, the CLI, the trainer) validates through these, so
+the same bad value gets the same message everywhere, and numpy scalars (``np.int64``,
+``np.float32``) are accepted wherever the matching Python number is.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import torch
+
+#: Seeds are drawn with ``torch.Generator.manual_seed`` (and numpy's ``default_rng`` for real
+#: digits), which together accept exactly the unsigned 64-bit range.
+SEED_MAX = 2**64 - 1
+
+
+def _is_integer(value: Any) -> bool:
+    # numbers.Integral covers int and every numpy integer type; bool (and np.bool_) is not a count.
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, numbers.Real):  # int, float, np.float16/32/64, np.int*
+        return True
+    return isinstance(value, torch.Tensor) and value.numel() == 1 and not value.dtype == torch.bool
+
+
+def check_int(value: Any, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` as a Python ``int`` if it is an integer (Python or numpy) in ``[minimum, maximum]``."""
+    lo = "-inf" if minimum is None else str(minimum)
+    hi = "inf" if maximum is None else str(maximum)
+    if not _is_integer(value):
+        raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
+    value = int(value)
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {value}")
+    return value
+
+
+def check_real(value: Any, name: str, *, minimum: float | None = None, maximum: float | None = None,
+               include_maximum: bool = True, include_minimum: bool = True) -> float:
+    """``value`` as a finite Python ``float`` (Python/numpy number or one-element tensor) in range."""
+    lb = "(" if not include_minimum else "["
+    rb = ")" if not include_maximum else "]"
+    what = f"{lb}{'-inf' if minimum is None else f'{minimum:g}'}, {'inf' if maximum is None else f'{maximum:g}'}{rb}"
+    if not _is_real(value):
+        raise ValueError(f"{name} must be a finite real number in {what}, got {value!r}")
+    number = float(value)
+    ok = math.isfinite(number)
+    if ok and minimum is not None:
+        ok = number >= minimum if include_minimum else number > minimum
+    if ok and maximum is not None:
+        ok = number <= maximum if include_maximum else number < maximum
+    if not ok:
+        raise ValueError(f"{name} must be a finite real number in {what}, got {number}")
+    return number
+
+
+def check_seed(seed: Any, name: str = "seed") -> int:
+    """A seed is an integer in ``[0, 2**64 - 1]`` (what torch's and numpy's generators accept)."""
+    if not _is_integer(seed):
+        raise ValueError(f"{name} must be an integer in [0, 2**64 - 1], got {seed!r}")
+    if not 0 <= int(seed) <= SEED_MAX:
+        raise ValueError(f"{name} must be an integer in [0, 2**64 - 1], got {int(seed)}"
+                         + (" (too large: the random generators take 64-bit seeds)" if int(seed) > SEED_MAX else ""))
+    return int(seed)
+
+
+def as_prompt_list(prompts: Any, name: str = "prompts") -> list[str]:
+    """A string is **one** prompt (``list("abc")`` would be three); otherwise a non-empty sequence of strings."""
+    if isinstance(prompts, str):
+        return [prompts]
+    # Unordered or byte containers would give prompts in an arbitrary order or as ints.
+    if isinstance(prompts, (bytes, bytearray, dict, set, frozenset, torch.Tensor)) or not hasattr(prompts, "__iter__"):
+        raise ValueError(f"{name} must be a string or a list of strings, got {type(prompts).__name__}")
+    items = list(prompts)
+    if not items:
+        raise ValueError(f"{name} is empty; need at least one prompt")
+    bad = [type(p).__name__ for p in items if not isinstance(p, str)]
+    if bad:
+        raise ValueError(f"{name} must be strings, got {', '.join(sorted(set(bad)))} items")
+    return items
+
+
+def check_image_batch(images: Any, *, channels: int, what: str = "images") -> torch.Tensor:
+    """The one image check both models share: a non-empty ``(B, C, H, W)`` float tensor in ``[-1, 1]``.
+
+    Images in ``[0, 255]`` (or integer pixels) are the usual mistake: the models' convention
+    is ``[-1, 1]`` (:func:`cfginv_lite.images.load_image` converts files and arrays).
+    Shape details beyond ``B`` and ``C`` (the spatial size) are each model's own check.
+    """
+    hint = "use cfginv_lite.images.load_image for files, PIL images and arrays"
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"{what} must be a torch.Tensor (B, {channels}, H, W) in [-1, 1], "
+                         f"got {type(images).__name__}; {hint}")
+    if images.ndim == 3:
+        raise ValueError(f"{what} must be batched (B, {channels}, H, W), got {tuple(images.shape)}; use images[None]")
+    if images.ndim != 4 or images.shape[1] != channels:
+        extra = " (RGBA? composite it with load_image)" if images.ndim == 4 and images.shape[1] == 4 else ""
+        raise ValueError(f"{what} must have shape (B, {channels}, H, W){extra}, got {tuple(images.shape)}")
+    if images.shape[0] == 0:
+        raise ValueError(f"{what} batch is empty (shape {tuple(images.shape)}); pass at least one image")
+    if not images.is_floating_point():
+        raise ValueError(f"{what} must be floating point in [-1, 1], got dtype {images.dtype} "
+                         f"(pixels in [0, 255]? {hint}, or pass x.float() / 127.5 - 1)")
+    lo, hi = float(images.min()), float(images.max())
+    if not (lo >= -1.001 and hi <= 1.001):  # also catches NaN; 1e-3 slack for resampling rounding
+        raise ValueError(f"{what} must lie in [-1, 1], got values in [{lo:.3g}, {hi:.3g}] "
+                         "(pixels in [0, 255]? pass x / 127.5 - 1; in [0, 1]? pass x * 2 - 1; "
+                         f"or {hint}, which scales them)")
+    return images
+
+
+__all__ = ["SEED_MAX", "as_prompt_list", "check_image_batch", "check_int", "check_real", "check_seed"]
