@@ -128,7 +128,10 @@ def _open(source: str | Path) -> Image.Image:
     if isinstance(source, str) and "://" in source:
         raise ValueError(f"{shown!r} looks like a URL; load_image reads local files. Download it first, "
                          "e.g. urllib.request.urlretrieve(url, 'image.png'), then load 'image.png'")
-    path = Path(source).expanduser()
+    try:
+        path = Path(source).expanduser()
+    except RuntimeError:  # "~user" for an unknown user: take the name literally
+        path = Path(source)
     try:
         mode = os.stat(path).st_mode  # stat, never open: opening a FIFO would block forever
     except (FileNotFoundError, NotADirectoryError):

@@ -15,6 +15,7 @@ a failure while writing never leaves a truncated file behind.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import stat
 import tempfile
@@ -35,6 +36,13 @@ class OutputPathError(ValueError):
 def _virtual(path: Path) -> bool:
     text = str(path)
     return any(text == root or text.startswith(root + "/") for root in _VIRTUAL_ROOTS)
+
+
+def _expand(text: str) -> Path:
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # "~user" for an unknown user: take the name literally
+        return Path(text)
 
 
 def _absolute(path: Path) -> Path:
@@ -73,6 +81,22 @@ def is_tool_image(path: Path) -> bool:
         return False
 
 
+def _guarded(check: Callable[..., Path]) -> Callable[..., Path]:
+    """Report OS-level failures (name too long, NUL byte, permission) as one-line :class:`OutputPathError`."""
+    @functools.wraps(check)
+    def wrapper(path: Any, *args: Any, **kwargs: Any) -> Path:
+        try:
+            return check(path, *args, **kwargs)
+        except OutputPathError:
+            raise
+        except (OSError, ValueError) as err:
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+            shown = os.fspath(path) if isinstance(path, (str, os.PathLike)) else path
+            raise OutputPathError(f"cannot use the {kwargs.get('what', 'output path')} {shown!r}: {reason}") from None
+    return wrapper
+
+
+@_guarded
 def check_output_file(path: Any, *, what: str = "output file", force: bool = False,
                       owned: Callable[[Path], bool] | None = None) -> Path:
     """Validate one output file path before any work; return it as an absolute :class:`Path`.
@@ -84,7 +108,7 @@ def check_output_file(path: Any, *, what: str = "output file", force: bool = Fal
     if not isinstance(path, (str, os.PathLike)) or not os.fspath(path).strip():
         raise OutputPathError(f"the {what} path is empty; give a file name")
     shown = os.fspath(path)
-    p = _absolute(Path(shown).expanduser())
+    p = _absolute(_expand(shown))
     if _virtual(p):
         raise OutputPathError(f"cannot write the {what} to {shown!r}: {p.parts[1]!r} is a system folder, not storage")
     if p.is_dir():
@@ -108,6 +132,7 @@ def check_output_file(path: Any, *, what: str = "output file", force: bool = Fal
     return p
 
 
+@_guarded
 def check_output_dir(path: Any, names: Iterable[str], *, what: str = "output folder", force: bool = False,
                      protected: Iterable[Path] = ()) -> Path:
     """Validate a folder that will receive the files ``names``; it may not exist yet (it is created).
@@ -119,7 +144,7 @@ def check_output_dir(path: Any, names: Iterable[str], *, what: str = "output fol
     if not isinstance(path, (str, os.PathLike)) or not os.fspath(path).strip():
         raise OutputPathError(f"the {what} path is empty; give a folder name")
     shown = os.fspath(path)
-    p = Path(shown).expanduser().resolve()
+    p = _expand(shown).resolve()
     if _virtual(p):
         raise OutputPathError(f"cannot write the {what} to {shown!r}: {p.parts[1]!r} is a system folder, not storage")
     if p.exists() and not p.is_dir():
