@@ -27,7 +27,8 @@ def _is_real(value: Any) -> bool:
         return False
     if isinstance(value, numbers.Real):  # int, float, np.float16/32/64, np.int*
         return True
-    return isinstance(value, torch.Tensor) and value.numel() == 1 and not value.dtype == torch.bool
+    return (isinstance(value, torch.Tensor) and value.numel() == 1 and value.dtype != torch.bool
+            and not value.is_complex())
 
 
 def check_int(value: Any, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:

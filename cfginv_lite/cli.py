@@ -51,10 +51,10 @@ def compare(model_name: str = "digits", cfgs: Sequence[float] = (1, 3, 5, 7.5), 
     later job fails. Every argument is validated (:func:`check_compare_args`) before any work.
     """
     from . import load_model
-
-    check_compare_args(model_name, cfgs, steps_list, methods, images_per_digit, seed, spacing, sampler, device)
     from .data import real_digits
     from .experiment import digit_prompts, generate, reconstruct
+
+    check_compare_args(model_name, cfgs, steps_list, methods, images_per_digit, seed, spacing, sampler, device)
 
     if model_name != "digits":
         raise ValueError("compare generates prompts for the digits model; use the Python API for Stable Diffusion")
