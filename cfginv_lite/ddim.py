@@ -166,6 +166,7 @@ def guided_noise(
     network in **one** batched call, each with its own timestep label, because the
     ``tless`` method labels the unconditional branch differently from the conditional one.
     """
+    check_guidance(guidance)
     batch = latents.shape[0]
     uncond = _expand_batch(guidance.uncond_at(sampling_step), batch, "unconditional embeddings")
     cond = _expand_batch(guidance.cond, batch, "conditional embeddings")
@@ -190,6 +191,14 @@ def _expand_batch(emb: torch.Tensor, batch: int, what: str) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- validation
+def check_guidance(guidance: Any) -> Guidance:
+    """A solver's ``guidance`` must be a :class:`Guidance` (from :func:`make_guidance`), not a scale or prompts."""
+    if not isinstance(guidance, Guidance):
+        raise ValueError(f"guidance must be a cfginv_lite.Guidance (build it with make_guidance(model, prompts, "
+                         f"scale)), got {type(guidance).__name__}")
+    return guidance
+
+
 def check_latents(model: Any, latents: Any) -> torch.Tensor:
     """Clear errors for the wrong tensor type, dtype, shape, an empty batch or non-finite values.
 

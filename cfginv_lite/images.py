@@ -71,7 +71,8 @@ def to_pil(tensor: torch.Tensor) -> Image.Image:
     """A ``(1, C, H, W)`` or ``(C, H, W)`` tensor in ``[-1, 1]`` (C = 3, or 1 for greyscale) -> PIL.
 
     Values are clamped to ``[-1, 1]`` and rounded to 8 bits. NaNs raise ``ValueError`` (a
-    diverged inversion) rather than silently becoming black pixels.
+    diverged inversion) rather than silently becoming black pixels; so do integer tensors
+    (8-bit pixels would all clamp to white) and empty images.
     """
     if not isinstance(tensor, torch.Tensor):
         raise ValueError(f"expected a torch.Tensor, got {type(tensor).__name__}")
@@ -82,6 +83,11 @@ def to_pil(tensor: torch.Tensor) -> Image.Image:
         x = x[0]
     if x.ndim != 3 or x.shape[0] not in (1, 3):
         raise ValueError(f"expected (C, H, W) or (1, C, H, W) with C in (1, 3), got {tuple(tensor.shape)}")
+    if not x.is_floating_point():  # uint8 pixels would be clamped to [-1, 1]: an all-white picture
+        raise ValueError(f"to_pil expects a float tensor in [-1, 1], got dtype {x.dtype} "
+                         "(8-bit pixels? pass x.float() / 127.5 - 1, or use PIL.Image.fromarray)")
+    if x.shape[1] == 0 or x.shape[2] == 0:
+        raise ValueError(f"image is empty, shape {tuple(tensor.shape)}")
     x = x.float().cpu()
     if torch.isnan(x).any():
         raise ValueError("image contains NaN values (a diverged run?)")

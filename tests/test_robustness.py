@@ -561,6 +561,26 @@ def test_bad_negative_prompts(analytic_model):
         cl.make_guidance(analytic_model, ["a", "b"], 1.0, negative_prompts=[None, ""])
 
 
+def test_to_pil_refuses_integer_and_empty_tensors():
+    from cfginv_lite.images import to_pil
+
+    with pytest.raises(ValueError, match="float tensor"):
+        to_pil(torch.full((3, 8, 8), 200, dtype=torch.uint8))     # would be an all-white picture
+    with pytest.raises(ValueError, match="empty"):
+        to_pil(torch.zeros(1, 3, 0, 0))
+
+
+def test_solvers_name_a_missing_guidance(digits_model):
+    with pytest.raises(ValueError, match="make_guidance"):
+        cl.sample_ddim(digits_model, torch.zeros(1, 1, 8, 8), [0, 500], 7.5, progress=False)
+
+
+@pytest.mark.parametrize("prompts", [None, b"one", 3])
+def test_encode_prompt_rejects_non_prompts_clearly(digits_model, prompts):
+    with pytest.raises(ValueError, match="string or a list"):
+        digits_model.encode_prompt(prompts)
+
+
 def test_premultiplied_la_image_loads():
     x = load_image(Image.new("La", (64, 64), (0, 0)), size=64)
     assert torch.allclose(x, torch.ones_like(x))   # fully transparent -> white

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..checks import check_image_batch
+from ..checks import as_prompt_list, check_image_batch
 from ..devices import resolve_device
 from ..schedule import SD1_SCHEDULER_CONFIG, alphas_cumprod_from_config
 
@@ -41,9 +41,8 @@ class WordTokenizer:
         self.index = {w: i for i, w in enumerate(self.vocabulary)}
         self.max_tokens = max_tokens
 
-    def __call__(self, prompts: Sequence[str]) -> torch.Tensor:
-        if isinstance(prompts, str):
-            prompts = [prompts]
+    def __call__(self, prompts: Sequence[str] | str) -> torch.Tensor:
+        prompts = as_prompt_list(prompts)  # a string is one prompt; None, bytes, sets: a clear error
         rows = []
         for prompt in prompts:
             if not isinstance(prompt, str):

@@ -33,7 +33,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..checks import check_image_batch
+from ..checks import as_prompt_list, check_image_batch
 from ..ddim import abar_at, v_to_epsilon
 from ..devices import resolve_device  # re-exported here: it lived in this module before
 from ..schedule import SD1_SCHEDULER_CONFIG, alphas_cumprod_from_config
@@ -214,9 +214,7 @@ class StableDiffusionModel:
         """
         if self.text_encoder is None or self.tokenizer is None:
             raise ValueError("this model was built without a text encoder/tokenizer; pass embeddings directly")
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        if not all(isinstance(p, str) for p in prompts):
-            raise ValueError(f"prompts must be strings, got {[type(p).__name__ for p in prompts]}")
+        prompts = as_prompt_list(prompts)  # the shared rule: a string is one prompt, items must be strings
         tokens = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
                                 truncation=True, return_tensors="pt")
         # SD 1.x/2.x text encoders are used without an attention mask unless their config asks.
