@@ -33,13 +33,19 @@ def _is_real(value: Any) -> bool:
 
 def check_int(value: Any, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
     """``value`` as a Python ``int`` if it is an integer (Python or numpy) in ``[minimum, maximum]``."""
-    lo = "-inf" if minimum is None else str(minimum)
-    hi = "inf" if maximum is None else str(maximum)
+    if minimum is not None and maximum is not None:
+        what = f"an integer in [{minimum}, {maximum}]"
+    elif minimum is not None:
+        what = f"an integer >= {minimum}"
+    elif maximum is not None:
+        what = f"an integer <= {maximum}"
+    else:
+        what = "an integer"
     if not _is_integer(value):
-        raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
+        raise ValueError(f"{name} must be {what}, got {value!r}")
     value = int(value)
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {value}")
+        raise ValueError(f"{name} must be {what}, got {value}")
     return value
 
 

@@ -26,7 +26,7 @@ from typing import Any, Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 ImageSource = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
 

@@ -35,6 +35,8 @@ class OutputPathError(ValueError):
 
 def _virtual(path: Path) -> bool:
     text = str(path)
+    if text == "/dev/shm" or text.startswith("/dev/shm/"):  # shared memory is ordinary (tmpfs) storage
+        return False
     return any(text == root or text.startswith(root + "/") for root in _VIRTUAL_ROOTS)
 
 
