@@ -184,7 +184,7 @@ def _pil_to_array(img: Image.Image) -> np.ndarray:
                              "as 16-bit (0..65535). Convert it to float in [0, 1] first")
         return np.repeat((grey / 65535.0).astype(np.float32)[..., None], 3, axis=2)
     if img.mode == "F":
-        return _array_to_float(np.asarray(img, dtype=np.float32), "(mode 'F')")
+        return _array_to_float(np.asarray(img, dtype=np.float32), "(PIL mode 'F')")
     bands = img.getbands()
     has_alpha = (bands[-1] in ("A", "a") and img.mode != "LAB") or (
         img.mode == "P" and "transparency" in img.info)
@@ -254,7 +254,7 @@ def _array_to_float(array: np.ndarray, what: str) -> np.ndarray:
             raise ValueError(f"image {what} contains NaN or infinite values")
         lo, hi = float(out.min()), float(out.max())
         if lo < 0.0 or hi > 1.0:
-            raise ValueError(f"float image {what}s must lie in [0, 1], got values in [{lo:.3g}, {hi:.3g}]"
+            raise ValueError(f"float image {what} values must lie in [0, 1], got values in [{lo:.3g}, {hi:.3g}]"
                              + _float_range_hint(lo, hi))
     else:
         raise ValueError(f"image {what}s must be uint8, uint16 or float in [0, 1], got dtype {array.dtype}")
