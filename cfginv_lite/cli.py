@@ -3,18 +3,35 @@
 Generates a fixed, seeded set of images per prompt at each guidance scale, inverts them
 with each requested method at the same scale, regenerates them, and prints a table of
 reconstruction errors and costs. Progress bars go to stderr, the table to stdout.
+
+Every argument and output path is checked before the first network call. A run that stops
+early (an error, or Ctrl-C) still prints, and writes, the rows it finished. ``--plot`` and
+``--markdown`` never replace a file cfginv-lite did not write itself, unless ``--force``.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
+from .validation import check_int, check_seed
+from .ddim import check_guidance_scale
+from .devices import resolve_device
+from .outputs import (
+    MARKDOWN_MARKER, SOFTWARE, OutputPathError, check_output_file, is_tool_image, is_tool_markdown, write_atomic,
+    write_text_atomic,
+)
 from .presentation import COLUMNS, format_table, plot_rows  # noqa: F401  (format_table: old import path)
-from .schedule import SPACINGS, timestep_grid
+from .schedule import SD1_SCHEDULER_CONFIG, SPACINGS, timestep_grid
+
+SAMPLERS = ("ddim", "lms")
+MAX_IMAGES_PER_DIGIT = 1000
+PLOT_FORMATS = ("png", "pdf", "svg")
 
 
 def _methods() -> dict[str, Any]:
@@ -26,11 +43,18 @@ def _methods() -> dict[str, Any]:
 def compare(model_name: str = "digits", cfgs: Sequence[float] = (1, 3, 5, 7.5), steps_list: Sequence[int] = (20, 50),
             methods: Sequence[str] = ("naive",), images_per_digit: int = 2, seed: int = 0,
             spacing: str = "linspace", sampler: str = "ddim", real: bool = False,
-            progress: bool = True, device: str | None = None) -> list[dict[str, Any]]:
-    """Run the comparison and return one row (dict) per (set, cfg, steps, method)."""
+            progress: bool = True, device: str | None = None,
+            into: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Run the comparison and return one row (dict) per (set, cfg, steps, method).
+
+    Rows are appended to ``into`` (when given) as they finish, so a caller keeps them if a
+    later job fails. Every argument is validated (:func:`check_compare_args`) before any work.
+    """
     from . import load_model
     from .data import real_digits
     from .experiment import digit_prompts, generate, reconstruct
+
+    check_compare_args(model_name, cfgs, steps_list, methods, images_per_digit, seed, spacing, sampler, device)
 
     if model_name != "digits":
         raise ValueError("compare generates prompts for the digits model; use the Python API for Stable Diffusion")
@@ -39,7 +63,7 @@ def compare(model_name: str = "digits", cfgs: Sequence[float] = (1, 3, 5, 7.5), 
         raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(_methods())}")
     model = load_model(model_name, **({"device": device} if device else {}))
     prompts, labels = digit_prompts(images_per_digit)
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = [] if into is None else into
     jobs = [(s, w, m) for s in steps_list for w in cfgs for m in methods]
     bar = tqdm(total=len(jobs) * (2 if real else 1), desc="compare", disable=not progress, file=sys.stderr)
     for steps in steps_list:
@@ -61,38 +85,136 @@ def compare(model_name: str = "digits", cfgs: Sequence[float] = (1, 3, 5, 7.5), 
     return rows
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def check_compare_args(model_name: Any = "digits", cfgs: Any = (1, 3, 5, 7.5), steps_list: Any = (20, 50),
+                       methods: Any = ("naive",), images_per_digit: Any = 2, seed: Any = 0,
+                       spacing: Any = "linspace", sampler: Any = "ddim", device: Any = None) -> dict[str, Any]:
+    """Validate every :func:`compare` argument (cheap: no model, no network call); return them normalised.
+
+    Each steps value is checked against the spacing by building its grid, so ``--steps 2 0``
+    or ``--steps 20 5000`` fails before the first job instead of after the earlier ones.
+    """
+    if model_name != "digits":
+        raise ValueError(f"compare generates prompts for the digits model, got model {model_name!r}; "
+                         "use the Python API for Stable Diffusion")
+    for what, values in (("cfg", cfgs), ("steps", steps_list), ("methods", methods)):
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__") or not list(values):
+            raise ValueError(f"{what} must be a non-empty list, got {values!r}")
+    cfgs = [check_guidance_scale(w) for w in cfgs]
+    steps_list = [check_int("steps", n, minimum=1) for n in steps_list]
+    if spacing not in SPACINGS:
+        raise ValueError(f"unknown spacing {spacing!r}; choose one of {SPACINGS}")
+    for n in steps_list:
+        timestep_grid(n, spacing, SD1_SCHEDULER_CONFIG)  # the digits model's schedule
+    methods = list(methods)
+    unknown = [m for m in methods if not isinstance(m, str) or m not in _methods()]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(_methods())}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+    return dict(model_name=model_name, cfgs=cfgs, steps_list=steps_list, methods=methods,
+                images_per_digit=check_int("images per digit", images_per_digit, minimum=1,
+                                           maximum=MAX_IMAGES_PER_DIGIT),
+                seed=check_seed(seed), spacing=spacing, sampler=sampler,
+                device=None if device is None else str(resolve_device(device)))
+
+
+
+def _check_plot_path(path: str, force: bool) -> Path:
+    fmt = Path(path).suffix.lstrip(".").lower()
+    if fmt not in PLOT_FORMATS:
+        raise OutputPathError(f"--plot {path!r}: the file name must end in one of "
+                              f"{', '.join('.' + f for f in PLOT_FORMATS)}")
+    return check_output_file(path, what="--plot file", force=force, owned=is_tool_image)
+
+
+def _write_outputs(rows: list[dict[str, Any]], markdown: Path | None, plot: Path | None) -> list[str]:
+    """Write each requested file independently (one failing never blocks the other); return the errors."""
+    errors = []
+    if markdown is not None:
+        try:
+            write_text_atomic(markdown, MARKDOWN_MARKER + "\n" + format_table(rows, markdown=True) + "\n")
+            print(f"saved {markdown}", file=sys.stderr)
+        except OSError as err:
+            errors.append(f"could not write --markdown {str(markdown)!r}: {err.strerror or err}")
+    if plot is not None:
+        try:
+            write_atomic(plot, lambda tmp: plot_rows(rows, str(tmp), software=SOFTWARE))
+            print(f"saved {plot}", file=sys.stderr)
+        except (OSError, ValueError) as err:
+            errors.append(f"could not write --plot {str(plot)!r}: {err}")
+    return errors
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m cfginv_lite`` argument parser."""
     parser = argparse.ArgumentParser(prog="python -m cfginv_lite", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("compare", help="invert and regenerate a seeded set; print a table")
-    p.add_argument("--model", default="digits", help="model name (digits)")
-    p.add_argument("--cfg", type=float, nargs="+", default=[1.0, 3.0, 5.0, 7.5], help="guidance scales")
-    p.add_argument("--steps", type=int, nargs="+", default=[20, 50], help="numbers of DDIM steps")
+    p = sub.add_parser("compare", help="invert and regenerate a seeded set; print a table",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="digits", choices=("digits",), help="model name (digits)")
+    p.add_argument("--cfg", type=float, nargs="+", default=[1.0, 3.0, 5.0, 7.5],
+                   help="guidance scales, finite and >= 0")
+    p.add_argument("--steps", type=int, nargs="+", default=[20, 50],
+                   help="numbers of DDIM steps, >= 1 (at most 999 with linspace/leading, 666 with trailing)")
     p.add_argument("--methods", nargs="+", default=["naive"], help=f"inversion methods: {', '.join(sorted(_methods()))}")
-    p.add_argument("--images-per-digit", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--images-per-digit", type=int, default=2, help=f"1..{MAX_IMAGES_PER_DIGIT} (default 2)")
+    p.add_argument("--seed", type=int, default=0, help="random seed, 0..2**64-1 (default 0)")
     p.add_argument("--spacing", choices=SPACINGS, default="linspace", help="timestep grid")
-    p.add_argument("--sampler", choices=("ddim", "lms"), default="ddim", help="regeneration sampler")
+    p.add_argument("--sampler", choices=SAMPLERS, default="ddim", help="regeneration sampler")
     p.add_argument("--real", action="store_true", help="also invert real dataset digits")
-    p.add_argument("--plot", metavar="FILE.png", help="save the error-vs-CFG figure")
+    p.add_argument("--plot", metavar="FILE.png", help="save the error-vs-CFG figure (.png, .pdf or .svg)")
     p.add_argument("--markdown", metavar="FILE.md", help="also write the table as Markdown")
-    p.add_argument("--device", default=None)
+    p.add_argument("--force", action="store_true",
+                   help="let --plot/--markdown overwrite existing files that cfginv-lite did not write "
+                        "(files it wrote itself are replaced without --force)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cpu for digits)")
     p.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: exit 0 on success, 2 with a one-line message for a bad argument or a failed run."""
+    parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        rows = compare(args.model, args.cfg, args.steps, args.methods, args.images_per_digit, args.seed,
-                       args.spacing, args.sampler, args.real, progress=not args.no_progress, device=args.device)
+    try:  # all checks before the first network call: a typo costs no computation
+        settings = check_compare_args(args.model, args.cfg, args.steps, args.methods, args.images_per_digit,
+                                      args.seed, args.spacing, args.sampler, args.device)
+        markdown = None if args.markdown is None else check_output_file(
+            args.markdown, what="--markdown file", force=args.force, owned=is_tool_markdown)
+        plot = None if args.plot is None else _check_plot_path(args.plot, args.force)
+        if markdown is not None and markdown == plot:
+            raise OutputPathError("--markdown and --plot name the same file; give two different names")
     except ValueError as exc:
         parser.error(str(exc))
-    print(format_table(rows))
-    if args.markdown:
-        with open(args.markdown, "w") as fh:
-            fh.write(format_table(rows, markdown=True) + "\n")
-    if args.plot:
-        plot_rows(rows, args.plot)
-        print(f"saved {args.plot}", file=sys.stderr)
-    return 0
+    rows: list[dict[str, Any]] = []
+    failure: BaseException | None = None
+    try:
+        compare(**settings, real=args.real, progress=not args.no_progress, into=rows)
+    except (ValueError, OSError, KeyboardInterrupt) as exc:  # user-facing: keep the rows, no traceback
+        failure = exc
+    except BaseException:
+        _report(rows, markdown, plot, partial=True)  # an unexpected bug still keeps the finished rows
+        raise
+    errors = _report(rows, markdown, plot, partial=failure is not None)
+    if isinstance(failure, KeyboardInterrupt):
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130
+    if failure is not None:
+        errors.insert(0, f"the run stopped after {len(rows)} row(s): {failure}")
+    for message in errors:
+        print(f"{parser.prog}: error: {message}", file=sys.stderr)
+    return 2 if errors else 0
+
+
+def _report(rows: list[dict[str, Any]], markdown: Path | None, plot: Path | None, partial: bool) -> list[str]:
+    """Print the table and write the files for the rows there are (all of them, or the finished ones)."""
+    if not rows:
+        return []
+    if partial:
+        print(f"(partial results: the {len(rows)} row(s) finished before the run stopped)", file=sys.stderr)
+    print(format_table(rows), flush=True)
+    return _write_outputs(rows, markdown, plot)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import enum
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-from .validation import check_choice, check_real
+from .validation import as_prompt_list, check_choice, check_real
 
 StepCallback = Callable[[dict[str, Any]], None]
 LabelConvention = Literal["source", "destination"]
@@ -159,14 +160,14 @@ def make_guidance(
     negative_prompts: Sequence[str] | str | None = None,
 ) -> Guidance:
     """Encode prompts and the unconditional (``""``, or a negative prompt) branch once."""
-    check_guidance_scale(scale)
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    if not prompts:
-        raise ValueError("need at least one prompt")
+    scale = check_guidance_scale(scale)
+    prompts = as_prompt_list(prompts)  # a plain string is one prompt, never one per character
     if negative_prompts is None:
         negative_prompts = [""] * len(prompts)
     elif isinstance(negative_prompts, str):
         negative_prompts = [negative_prompts] * len(prompts)
+    else:
+        negative_prompts = as_prompt_list(negative_prompts, "negative_prompts")
     if len(negative_prompts) != len(prompts):
         raise ValueError(f"{len(negative_prompts)} negative prompts for {len(prompts)} prompts")
     embeddings = model.encode_prompt([*negative_prompts, *prompts])
@@ -215,6 +216,7 @@ def guided_noise(
     network in **one** batched call, each with its own timestep label, because the
     ``tless`` method labels the unconditional branch differently from the conditional one.
     """
+    check_guidance(guidance)
     batch = latents.shape[0]
     uncond = _expand_batch(guidance.uncond_at(sampling_step), batch, "unconditional embeddings")
     cond = _expand_batch(guidance.cond, batch, "conditional embeddings")
@@ -240,8 +242,19 @@ def _expand_batch(emb: torch.Tensor, batch: int, what: str) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- validation
+def check_guidance(guidance: Any) -> Guidance:
+    """A solver's ``guidance`` must be a :class:`Guidance` (from :func:`make_guidance`), not a scale or prompts."""
+    if not isinstance(guidance, Guidance):
+        raise ValueError(f"guidance must be a cfginv_lite.Guidance (build it with make_guidance(model, prompts, "
+                         f"scale)), got {type(guidance).__name__}")
+    return guidance
+
+
 def check_latents(model: Any, latents: Any) -> torch.Tensor:
-    """Clear errors for the wrong tensor type, dtype, shape or non-finite values."""
+    """Clear errors for the wrong tensor type, dtype, shape, an empty batch or non-finite values.
+
+    Any float dtype passes: the models cast latents to their own dtype and back.
+    """
     if not isinstance(latents, torch.Tensor):
         raise ValueError(f"latents must be a torch.Tensor, got {type(latents).__name__}")
     if not latents.is_floating_point():
@@ -252,14 +265,22 @@ def check_latents(model: Any, latents: Any) -> torch.Tensor:
             f"latents must have shape (B, {', '.join(map(str, expected))}) for model "
             f"{model.name!r}, got {tuple(latents.shape)}"
         )
+    if latents.shape[0] == 0:
+        raise ValueError(f"latents batch is empty (shape {tuple(latents.shape)}); pass at least one latent")
     if not torch.isfinite(latents).all():
         raise ValueError("latents contain NaN or infinite values")
     return latents
 
 
 def check_grid(timesteps: Sequence[int], num_train_timesteps: int) -> list[int]:
-    """A grid must be strictly increasing integer levels inside the schedule."""
-    grid = [int(t) for t in timesteps]
+    """A grid must be strictly increasing integer levels inside the schedule.
+
+    Levels may be Python or numpy integers, integral floats or 0-d tensors (a tensor or an
+    iterator works too); a fractional level is an error, never silently truncated.
+    """
+    if isinstance(timesteps, (str, bytes)) or not hasattr(timesteps, "__iter__"):
+        raise ValueError(f"a timestep grid must be a sequence of integer levels, got {type(timesteps).__name__}")
+    grid = [_grid_level(t) for t in timesteps]
     if len(grid) < 2:
         raise ValueError("a timestep grid needs at least 2 levels (steps >= 1)")
     if any(b <= a for a, b in zip(grid, grid[1:])):
@@ -267,6 +288,16 @@ def check_grid(timesteps: Sequence[int], num_train_timesteps: int) -> list[int]:
     if grid[0] < 0 or grid[-1] >= num_train_timesteps:
         raise ValueError(f"timestep grid must lie in [0, {num_train_timesteps - 1}], got {grid[0]}..{grid[-1]}")
     return grid
+
+
+def _grid_level(t: Any) -> int:
+    if isinstance(t, torch.Tensor) and t.numel() == 1:
+        t = t.item()
+    if isinstance(t, bool) or not isinstance(t, numbers.Real):
+        raise ValueError(f"timestep grid levels must be integers, got {t!r}")
+    if not math.isfinite(float(t)) or float(t) != int(t):
+        raise ValueError(f"timestep grid levels must be integers, got {t!r} (fractional levels are not truncated)")
+    return int(t)
 
 
 class NonFiniteLatentError(ValueError):
@@ -360,7 +391,7 @@ def sample_ddim(
     """
     z = check_latents(model, latents)
     grid = check_grid(timesteps, len(model.alphas_cumprod))
-    guidance.check_grid(grid)
+    check_guidance(guidance).check_grid(grid)
     abar = model.alphas_cumprod
     guard = FiniteGuard(z.device)
     steps = len(grid) - 1

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 import torch
 
+from .validation import as_prompt_list, check_seed
 from .data import digit_prompt
 from .ddim import Guidance, StepCallback, check_guidance_scale, make_guidance, sample_ddim
 from .methods import InversionResult, run_method
@@ -20,7 +21,7 @@ from .metrics import image_rmse, psnr, rmse
 def seeded_noise(shape: Sequence[int], seed: int, device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Standard normal noise drawn on the CPU with ``seed`` (identical on every device), then moved."""
-    gen = torch.Generator("cpu").manual_seed(int(seed))
+    gen = torch.Generator("cpu").manual_seed(check_seed(seed))  # 2**70 or 3.5: a clear ValueError
     return torch.randn(tuple(shape), generator=gen, dtype=torch.float32).to(device=device, dtype=dtype)
 
 
@@ -47,10 +48,11 @@ class Generated:
 def generate(model: Any, prompts: Sequence[str], scale: float, grid: Sequence[int], *, seed: int = 0,
              callback: StepCallback | None = None, progress: bool = False) -> Generated:
     """Sample ``len(prompts)`` images from seeded noise with DDIM at guidance ``scale``."""
-    guidance = make_guidance(model, list(prompts), scale)
+    prompts, grid = as_prompt_list(prompts), list(grid)  # a string is one prompt; an iterator is read once
+    guidance = make_guidance(model, prompts, scale)
     noise = seeded_noise((len(prompts), *model.latent_shape), seed, model.device, model.dtype)
     latents = sample_ddim(model, noise, grid, guidance, callback=callback, progress=progress)
-    return Generated(list(prompts), guidance, list(grid), noise, latents, model.decode(latents))
+    return Generated(prompts, guidance, grid, noise, latents, model.decode(latents))
 
 
 @dataclass
@@ -108,7 +110,7 @@ def reconstruct_samplers(model: Any, images: torch.Tensor, prompts: Sequence[str
     bad = [s for s in samplers if s not in ("ddim", "lms")]
     if bad or not samplers:
         raise ValueError(f"samplers must be 'ddim' and/or 'lms', got {list(samplers)}")
-    guidance = make_guidance(model, list(prompts), scale)
+    guidance = make_guidance(model, as_prompt_list(prompts), scale)  # a string is one prompt
     latents = model.encode(images)
     start = time.perf_counter()
     result: InversionResult = run_method(method, model, latents, grid, guidance, callback=callback,

@@ -6,6 +6,8 @@ computes a measurement (those are in :mod:`cfginv_lite.metrics`) or an interacti
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -36,8 +38,11 @@ def format_table(rows: list[dict[str, Any]], markdown: bool = False, columns: Se
     return "\n".join([fmt.format(*columns)] + [fmt.format(*b) for b in body])
 
 
-def plot_rows(rows: list[dict[str, Any]], path: str) -> None:
-    """Reconstruction error (image RMSE) vs guidance scale, one line per (set, method, steps)."""
+def plot_rows(rows: list[dict[str, Any]], path: str, *, software: str | None = None) -> None:
+    """Reconstruction error (image RMSE) vs guidance scale, one line per (set, method, steps).
+
+    ``software`` is stored in the file's metadata (PNG ``Software``, else ``Creator``), which
+    is how the CLI recognises files it wrote and may replace without ``--force``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -53,9 +58,11 @@ def plot_rows(rows: list[dict[str, Any]], path: str) -> None:
     ax.set_yscale("log")
     ax.set_title("Reconstruction error vs guidance")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
+    fmt = Path(os.fspath(path)).suffix.lstrip(".").lower() or "png"
+    metadata = None if software is None else {"Software" if fmt == "png" else "Creator": software}
+    fig.savefig(path, format=fmt, metadata=metadata)
     plt.close(fig)
 
 

@@ -14,6 +14,8 @@ from typing import Any, Literal, Mapping
 import numpy as np
 import torch
 
+from .validation import check_int
+
 #: Stable Diffusion 1.x schedule, as in its ``scheduler/scheduler_config.json``.
 SD1_SCHEDULER_CONFIG: dict[str, Any] = {
     "num_train_timesteps": 1000,
@@ -71,19 +73,41 @@ def timestep_grid(
         raise ValueError(f"unknown spacing {spacing!r}; choose one of {SPACINGS}")
     from diffusers import DDIMScheduler
 
+    if steps > num_train:
+        raise ValueError(f"steps={steps} exceeds the schedule's {num_train} training timesteps")
     scheduler = DDIMScheduler.from_config(config, timestep_spacing=spacing)
     scheduler.set_timesteps(steps)
-    levels = sorted(int(t) for t in scheduler.timesteps)
+    # diffusers' "trailing" arange sometimes yields one extra level -1 (floating point, e.g. at
+    # 61 steps: 62 levels); it is not a level of the schedule, so it is dropped.
+    levels = sorted(int(t) for t in scheduler.timesteps if int(t) >= 0)
+    if len(levels) != steps or len(set(levels)) != steps:
+        raise ValueError(f"spacing {spacing!r} gives {len(set(levels))} distinct levels for steps={steps}; "
+                         "use spacing 'linspace'")
     if levels[0] == 0:
-        raise ValueError(
-            f"spacing {spacing!r} with this config already starts at level 0; "
-            "set steps_offset=1 (as Stable Diffusion does) to use it"
-        )
+        if int(config.get("steps_offset", 0)) == 0 and spacing == "leading":
+            raise ValueError(f"spacing {spacing!r} with this config already starts at level 0; "
+                             "set steps_offset=1 (as Stable Diffusion does) to use it")
+        raise ValueError(f"spacing {spacing!r} with steps={steps} already lands on level 0 (it would appear twice); "
+                         f"use at most {_max_steps(spacing, config)} steps, or spacing 'linspace'")
+    if levels[-1] > num_train - 1:
+        # "leading" adds steps_offset after spacing the levels: 1000 steps give 1..1000, past the last level.
+        raise ValueError(f"spacing {spacing!r} with steps={steps} reaches level {levels[-1]}, beyond the schedule's "
+                         f"last level {num_train - 1}; use at most {_max_steps(spacing, config)} steps")
     return [0, *levels]
 
 
+def _max_steps(spacing: str, config: Mapping[str, Any]) -> int:
+    """The largest step count for which ``spacing`` gives a valid grid (for the error messages)."""
+    num_train = int(config.get("num_train_timesteps", 1000))
+    offset = int(config.get("steps_offset", 0))
+    if spacing == "leading":  # levels (0 .. steps-1) * (T // steps) + offset must stay <= T - 1
+        return max(1, num_train - offset)
+    # trailing: levels round(T - k T / steps) - 1; the lowest is round(T / steps) - 1 and must be >= 1
+    steps = num_train
+    while steps > 1 and round(num_train / steps) - 1 < 1:
+        steps -= 1
+    return steps
+
+
 def _check_steps(steps: Any) -> None:
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    check_int("steps", steps, minimum=1)

@@ -1,6 +1,8 @@
-"""Option checks shared by every solver: one place, one wording.
+"""Argument checks shared by the whole package: one place, one wording.
 
-Numbers may be Python or numpy scalars (``np.float32(0.9)``, ``np.int64(5)``); ``bool`` is
+Every public entry point (solvers, models, the CLI, the trainer) validates through these, so
+the same bad value gets the same message everywhere. Numbers may be Python or numpy scalars
+(``np.float32(0.9)``, ``np.int64(5)``; real numbers also a one-element tensor); ``bool`` is
 refused even though it is an ``int`` subclass (``iterations=True`` is a bug, not 1), and so
 are NaN and infinities. Every error is a ``ValueError`` that names the argument.
 """
@@ -10,35 +12,71 @@ import math
 import numbers
 from typing import Any, Collection, TypeVar
 
+import torch
+
 T = TypeVar("T")
+
+#: Seeds are drawn with ``torch.Generator.manual_seed`` (and numpy's ``default_rng`` for real
+#: digits), which together accept exactly the unsigned 64-bit range.
+SEED_MAX = 2**64 - 1
 
 
 def _is_bool(value: Any) -> bool:
     return isinstance(value, bool) or type(value).__name__ == "bool_"  # numpy's bool is no Integral
 
 
-def check_int(name: str, value: Any, minimum: int | None = None) -> int:
-    """An integer (Python or numpy) ``>= minimum``; returned as ``int``."""
-    if _is_bool(value) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not _is_bool(value)
+
+
+def _is_real(value: Any) -> bool:
+    if _is_bool(value):
+        return False
+    if isinstance(value, numbers.Real):  # int, float, np.float16/32/64, np.int*
+        return True
+    return (isinstance(value, torch.Tensor) and value.numel() == 1 and value.dtype != torch.bool
+            and not value.is_complex())
+
+
+def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
+    """An integer (Python or numpy) in ``[minimum, maximum]``; returned as ``int``."""
+    if minimum is not None and maximum is not None:
+        what = f"an integer in [{minimum}, {maximum}]"
+    elif minimum is not None:
+        what = f"an integer >= {minimum}"
+    elif maximum is not None:
+        what = f"an integer <= {maximum}"
+    else:
+        what = "an integer"
+    if not _is_integer(value):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    number = int(value)
+    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+        raise ValueError(f"{name} must be {what}, got {number}")
+    return number
 
 
 def check_real(name: str, value: Any, *, low: float | None = None, high: float | None = None,
-               low_open: bool = False) -> float:
-    """A finite real number in ``[low, high]`` (``(low, high]`` with ``low_open``); returned as ``float``."""
-    if _is_bool(value) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
+               low_open: bool = False, high_open: bool = False) -> float:
+    """A finite real number in ``[low, high]`` (open ends with ``low_open``/``high_open``); a ``float``."""
+    if low is not None and high is not None:
+        what = f" in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    elif low is not None:
+        what = f" {'>' if low_open else '>='} {low:g}"
+    elif high is not None:
+        what = f" {'<' if high_open else '<='} {high:g}"
+    else:
+        what = ""
+    if not _is_real(value):
+        raise ValueError(f"{name} must be a finite real number{what}, got {value!r}")
     x = float(value)
-    if not math.isfinite(x):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    too_low = low is not None and (x <= low if low_open else x < low)
-    if too_low or (high is not None and x > high):
-        lo = "" if low is None else (f"> {low}" if low_open else f">= {low}")
-        hi = "" if high is None else f"<= {high}"
-        raise ValueError(f"{name} must be {' and '.join(b for b in (lo, hi) if b)}, got {value!r}")
+    ok = math.isfinite(x)
+    if ok and low is not None:
+        ok = x > low if low_open else x >= low
+    if ok and high is not None:
+        ok = x < high if high_open else x <= high
+    if not ok:
+        raise ValueError(f"{name} must be a finite real number{what}, got {x}")
     return x
 
 
@@ -64,4 +102,60 @@ def check_choice(name: str, value: T, choices: Collection[T]) -> T:
     return value
 
 
-__all__ = ["check_choice", "check_fraction", "check_int", "check_optional_real", "check_positive", "check_real"]
+def check_seed(seed: Any, name: str = "seed") -> int:
+    """A seed is an integer in ``[0, 2**64 - 1]`` (what torch's and numpy's generators accept)."""
+    if not _is_integer(seed):
+        raise ValueError(f"{name} must be an integer in [0, 2**64 - 1], got {seed!r}")
+    if not 0 <= int(seed) <= SEED_MAX:
+        raise ValueError(f"{name} must be an integer in [0, 2**64 - 1], got {int(seed)}"
+                         + (" (too large: the random generators take 64-bit seeds)" if int(seed) > SEED_MAX else ""))
+    return int(seed)
+
+
+def as_prompt_list(prompts: Any, name: str = "prompts") -> list[str]:
+    """A string is **one** prompt (``list("abc")`` would be three); otherwise a non-empty sequence of strings."""
+    if isinstance(prompts, str):
+        return [prompts]
+    # Unordered or byte containers would give prompts in an arbitrary order or as ints.
+    if isinstance(prompts, (bytes, bytearray, dict, set, frozenset, torch.Tensor)) or not hasattr(prompts, "__iter__"):
+        raise ValueError(f"{name} must be a string or a list of strings, got {type(prompts).__name__}")
+    items = list(prompts)
+    if not items:
+        raise ValueError(f"{name} is empty; need at least one prompt")
+    bad = [type(p).__name__ for p in items if not isinstance(p, str)]
+    if bad:
+        raise ValueError(f"{name} must be strings, got {', '.join(sorted(set(bad)))} items")
+    return items
+
+
+def check_image_batch(images: Any, *, channels: int, what: str = "images") -> torch.Tensor:
+    """The one image check both models share: a non-empty ``(B, C, H, W)`` float tensor in ``[-1, 1]``.
+
+    Images in ``[0, 255]`` (or integer pixels) are the usual mistake: the models' convention
+    is ``[-1, 1]`` (:func:`cfginv_lite.images.load_image` converts files and arrays).
+    Shape details beyond ``B`` and ``C`` (the spatial size) are each model's own check.
+    """
+    hint = "use cfginv_lite.images.load_image for files, PIL images and arrays"
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"{what} must be a torch.Tensor (B, {channels}, H, W) in [-1, 1], "
+                         f"got {type(images).__name__}; {hint}")
+    if images.ndim == 3:
+        raise ValueError(f"{what} must be batched (B, {channels}, H, W), got {tuple(images.shape)}; use images[None]")
+    if images.ndim != 4 or images.shape[1] != channels:
+        extra = " (RGBA? composite it with load_image)" if images.ndim == 4 and images.shape[1] == 4 else ""
+        raise ValueError(f"{what} must have shape (B, {channels}, H, W){extra}, got {tuple(images.shape)}")
+    if images.shape[0] == 0:
+        raise ValueError(f"{what} batch is empty (shape {tuple(images.shape)}); pass at least one image")
+    if not images.is_floating_point():
+        raise ValueError(f"{what} must be floating point in [-1, 1], got dtype {images.dtype} "
+                         f"(pixels in [0, 255]? {hint}, or pass x.float() / 127.5 - 1)")
+    lo, hi = float(images.min()), float(images.max())
+    if not (lo >= -1.001 and hi <= 1.001):  # also catches NaN; 1e-3 slack for resampling rounding
+        raise ValueError(f"{what} must lie in [-1, 1], got values in [{lo:.3g}, {hi:.3g}] "
+                         "(pixels in [0, 255]? pass x / 127.5 - 1; in [0, 1]? pass x * 2 - 1; "
+                         f"or {hint}, which scales them)")
+    return images
+
+
+__all__ = ["SEED_MAX", "as_prompt_list", "check_choice", "check_fraction", "check_image_batch", "check_int",
+           "check_optional_real", "check_positive", "check_real", "check_seed"]

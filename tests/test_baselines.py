@@ -145,7 +145,7 @@ def test_bad_inputs_raise(setup):
         sample_lms(model, x, 0, g)
     with pytest.raises(ValueError, match="inner_steps must be an integer >= 0, got -1"):
         invert_null_text(model, x, grid, g, inner_steps=-1)
-    with pytest.raises(ValueError, match="lr must be > 0"):
+    with pytest.raises(ValueError, match="lr must be a finite real number > 0"):
         invert_null_text(model, x, grid, g, lr=0.0)
     with pytest.raises(ValueError, match=r"latents must have shape \(B, 1, 8, 8\)"):
         invert_negative_prompt(model, x[:, :, :4], grid, g)

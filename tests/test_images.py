@@ -174,7 +174,7 @@ def test_unreadable_file_names_the_path(tmp_path: Path) -> None:
     (np.zeros((2, 64, 64, 3), np.uint8), "HxWx4"),
     (np.full((64, 64, 3), 2.0, np.float32), r"\[0, 1\]"),
     (np.full((64, 64, 3), -0.5, np.float32), r"\(x \+ 1\) / 2"),
-    (np.zeros((64, 64, 3), np.int16), "uint8 or float"),
+    (np.zeros((64, 64, 3), np.int16), "uint8, uint16 or float"),
     (torch.zeros(2, 3, 64, 64), "C, H, W"),
     ([[0, 1], [1, 0]], "cannot load"),
 ])

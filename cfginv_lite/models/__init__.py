@@ -11,19 +11,24 @@ MODEL_NAMES: tuple[str, ...] = ("digits", "stable-diffusion")
 def load_model(name: str = "digits", **kwargs: Any) -> DiffusionModel:
     """Load a model by name.
 
-    * ``"digits"``: the embedded model, shipped with the package, CPU, seconds.
+    * ``"digits"``: the embedded model, shipped with the package, CPU, seconds (``device=``,
+      ``weights_dir=`` for weights of your own from ``python -m cfginv_lite.models.train_digits``).
     * ``"stable-diffusion"``: diffusers' ``from_pretrained`` (``model_id=``, ``device=``,
       ``dtype=``); needs the weights locally or network access, and ideally a GPU.
     """
     if name == "digits":
         from .digits import load_digits_model
 
+        unknown = sorted(set(kwargs) - {"device", "weights_dir"})
+        if unknown:  # a clear message instead of "got an unexpected keyword argument"
+            raise ValueError(f"load_model('digits') takes device= and weights_dir=, got {unknown}")
         return load_digits_model(**kwargs)
     if name == "stable-diffusion":
         from .stable_diffusion import load_stable_diffusion  # imports transformers lazily
 
         return load_stable_diffusion(**kwargs)
     raise ValueError(f"unknown model name {name!r}; choose one of {MODEL_NAMES}")
+    # Devices are resolved by each loader with cfginv_lite.devices.resolve_device (one message for all).
 
 
 __all__ = ["DiffusionModel", "MODEL_NAMES", "load_model"]

@@ -17,9 +17,13 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from ..validation import as_prompt_list, check_image_batch
+from ..devices import resolve_device
 from ..schedule import SD1_SCHEDULER_CONFIG, alphas_cumprod_from_config
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+#: The files a weights folder holds (written by :meth:`DigitsModel.save`).
+WEIGHT_FILES: tuple[str, ...] = ("digits.safetensors", "digits.json")
 
 PAD = "<pad>"
 VOCABULARY: tuple[str, ...] = (
@@ -37,9 +41,8 @@ class WordTokenizer:
         self.index = {w: i for i, w in enumerate(self.vocabulary)}
         self.max_tokens = max_tokens
 
-    def __call__(self, prompts: Sequence[str]) -> torch.Tensor:
-        if isinstance(prompts, str):
-            prompts = [prompts]
+    def __call__(self, prompts: Sequence[str] | str) -> torch.Tensor:
+        prompts = as_prompt_list(prompts)  # a string is one prompt; None, bytes, sets: a clear error
         rows = []
         for prompt in prompts:
             if not isinstance(prompt, str):
@@ -100,7 +103,7 @@ class DigitsModel:
 
     def __init__(self, text_encoder: TinyTextEncoder, unet: nn.Module, *, size: int = 8,
                  scheduler_config: dict[str, Any] | None = None, device: str | torch.device = "cpu") -> None:
-        self.device = torch.device(device)
+        self.device = resolve_device(device)  # one clear error for "bogus" or CUDA without a GPU
         self.dtype = torch.float32
         self.size = size
         self.latent_shape = (1, size, size)
@@ -112,13 +115,22 @@ class DigitsModel:
 
     # The protocol -------------------------------------------------------------------
     def encode(self, images: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Images ``(B, 1, S, S)`` in ``[-1, 1]`` are their own latents (scaling factor 1)."""
-        if not isinstance(images, torch.Tensor) or images.ndim != 4 or tuple(images.shape[1:]) != self.latent_shape:
-            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise ValueError(f"digits images must be a tensor (B, 1, {self.size}, {self.size}) in [-1, 1], got {shape}")
+        """Images ``(B, 1, S, S)`` in ``[-1, 1]`` are their own latents (scaling factor 1).
+
+        Checked exactly as Stable Diffusion checks its images (:func:`cfginv_lite.validation.check_image_batch`):
+        pixels in ``[0, 255]`` or integer dtypes are refused instead of inverted into nonsense.
+        """
+        if isinstance(images, torch.Tensor) and images.ndim == 4 and tuple(images.shape[1:]) != self.latent_shape:
+            raise ValueError(f"digits images must be a tensor (B, 1, {self.size}, {self.size}) in [-1, 1], "
+                             f"got {tuple(images.shape)}")
+        images = check_image_batch(images, channels=1, what=f"digits images (B, 1, {self.size}, {self.size})")
         return images.to(self.device, self.dtype)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """The identity, clamped to ``[-1, 1]``."""
+        if not isinstance(latents, torch.Tensor) or latents.ndim != 4 or tuple(latents.shape[1:]) != self.latent_shape:
+            shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+            raise ValueError(f"latents must be a tensor (B, 1, {self.size}, {self.size}), got {shape}")
         return latents.clamp(-1, 1)
 
     @torch.no_grad()
@@ -126,38 +138,69 @@ class DigitsModel:
         return self.text_encoder(self.tokenizer(prompts).to(self.device))
 
     def predict_noise(self, latents: torch.Tensor, labels: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+        """``eps(z, t, c)``, computed in ``self.dtype`` and returned in the dtype of ``latents``.
+
+        Latents of any float dtype (float64, float16, bfloat16) are cast in and out, exactly as
+        :class:`~cfginv_lite.models.stable_diffusion.StableDiffusionModel` does.
+        """
+        batch = latents.shape[0]
+        labels = torch.as_tensor(labels, dtype=torch.float32).reshape(-1)
+        if labels.numel() == 1:
+            labels = labels.expand(batch)
+        if labels.numel() != batch:
+            raise ValueError(f"{labels.numel()} timestep labels for a batch of {batch} latents")
         # Gradients flow only when a caller enables them (null-text inversion does).
-        return self.unet(latents, labels.to(self.device), encoder_hidden_states=embeddings).sample
+        out = self.unet(latents.to(self.device, self.dtype), labels.to(self.device),
+                        encoder_hidden_states=embeddings.to(self.device, self.dtype)).sample
+        return out.to(latents.dtype)
 
     # Persistence --------------------------------------------------------------------
-    def save(self, directory: str | Path = WEIGHTS_DIR, *, metadata: dict[str, Any] | None = None) -> Path:
-        """Write ``digits.safetensors`` (float32, ~4 MB) and ``digits.json`` to ``directory``."""
+    def save(self, directory: str | Path, *, metadata: dict[str, Any] | None = None,
+             overwrite: bool = False) -> Path:
+        """Write ``digits.safetensors`` (float32, ~4 MB) and ``digits.json`` to ``directory``.
+
+        Refuses (``FileExistsError``) to replace existing files, or the package's shipped
+        weights folder, unless ``overwrite=True``: a stray call must not replace the weights
+        every notebook loads. Files are written atomically.
+        """
         from safetensors.torch import save_file
 
-        directory = Path(directory)
+        from ..outputs import OutputPathError, check_output_dir, write_atomic, write_text_atomic
+
+        try:
+            directory = check_output_dir(directory, WEIGHT_FILES, what="weights folder", force=overwrite,
+                                         protected=(WEIGHTS_DIR,))
+        except OutputPathError as err:
+            raise FileExistsError(str(err).replace("pass --force", "pass overwrite=True")) from None
         directory.mkdir(parents=True, exist_ok=True)
         state = {f"text_encoder.{k}": v for k, v in self.text_encoder.state_dict().items()}
         state |= {f"unet.{k}": v for k, v in self.unet.state_dict().items()}
-        save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()},
-                  directory / "digits.safetensors")
+        tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
+        write_atomic(directory / "digits.safetensors", lambda tmp: save_file(tensors, tmp))
         info = {"size": self.size, "scheduler_config": self.scheduler_config, **(metadata or {})}
-        (directory / "digits.json").write_text(json.dumps(info, indent=2) + "\n")
+        write_text_atomic(directory / "digits.json", json.dumps(info, indent=2) + "\n")
         return directory / "digits.safetensors"
 
 
 def load_digits_model(device: str | torch.device = "cpu", weights_dir: str | Path = WEIGHTS_DIR) -> DigitsModel:
-    """Load the shipped digits weights (offline, float32)."""
+    """Load the digits weights (offline, float32): the shipped ones, or a trainer's ``weights_dir``."""
     from safetensors.torch import load_file
 
+    device = resolve_device(device)  # before reading 4 MB: a bad device fails first, in one line
     weights_dir = Path(weights_dir)
     path = weights_dir / "digits.safetensors"
-    if not path.exists():
+    if not path.is_file():
         raise FileNotFoundError(
             f"no digits weights at {path}; train them with `python -m cfginv_lite.models.train_digits`"
         )
-    info = json.loads((weights_dir / "digits.json").read_text())
-    text_encoder, unet = build_networks(info["size"])
+    try:
+        info = json.loads((weights_dir / "digits.json").read_text())
+        size, scheduler_config = int(info["size"]), dict(info["scheduler_config"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{str(weights_dir / 'digits.json')!r} is missing or not a digits weights description "
+                         f"({type(err).__name__}: {err}); it is written next to digits.safetensors by the trainer") from None
+    text_encoder, unet = build_networks(size)
     state = {k: v.to(torch.float32) for k, v in load_file(path).items()}
     text_encoder.load_state_dict({k[len("text_encoder."):]: v for k, v in state.items() if k.startswith("text_encoder.")})
     unet.load_state_dict({k[len("unet."):]: v for k, v in state.items() if k.startswith("unet.")})
-    return DigitsModel(text_encoder, unet, size=info["size"], scheduler_config=info["scheduler_config"], device=device)
+    return DigitsModel(text_encoder, unet, size=size, scheduler_config=scheduler_config, device=device)

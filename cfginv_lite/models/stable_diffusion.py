@@ -23,6 +23,8 @@ Conventions (the same for every model of the package):
 from __future__ import annotations
 
 import contextlib
+import json
+import numbers
 import os
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -30,8 +32,10 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
+from ..validation import as_prompt_list, check_image_batch
 from ..ddim import abar_at, v_to_epsilon
-from ..schedule import alphas_cumprod_from_config
+from ..devices import resolve_device  # re-exported here: it lived in this module before
+from ..schedule import SD1_SCHEDULER_CONFIG, alphas_cumprod_from_config
 
 DEFAULT_MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
@@ -65,25 +69,6 @@ class ModelNotAvailableError(OSError):
 
 
 # --------------------------------------------------------------------------- device, dtype
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None`` -> ``"cuda"`` when available, else ``"cpu"``; refuse unavailable devices clearly."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"invalid device {device!r}: {err}") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"device={device!r} was requested but CUDA is not available to torch "
-            f"{torch.__version__} (no GPU, or a CPU-only torch build). Use device='cpu' "
-            "(slow: minutes per image for Stable Diffusion), or a GPU runtime such as Colab's T4."
-        )
-    if resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device={device!r} was requested but Apple MPS is not available")
-    return resolved
-
-
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
     """``None`` -> fp16 on CUDA, fp32 elsewhere; fp16 on CPU is refused (see message)."""
     if dtype is None:
@@ -187,11 +172,12 @@ class StableDiffusionModel:
     # Configuration ----------------------------------------------------------------
     def set_image_size(self, size: int | tuple[int, int]) -> None:
         """Set the pixel size ``S`` (square) or ``(H, W)``; updates ``latent_shape``."""
-        h, w = (size, size) if isinstance(size, int) and not isinstance(size, bool) else tuple(size)
+        h, w = (size, size) if isinstance(size, numbers.Integral) and not isinstance(size, bool) else tuple(size)
         f = self.vae_scale_factor
-        for side in (h, w):
-            if isinstance(side, bool) or not isinstance(side, int) or side < f or side % f:
+        for side in (h, w):  # numpy integers count as integers, as everywhere in the package
+            if isinstance(side, bool) or not isinstance(side, numbers.Integral) or side < f or side % f:
                 raise ValueError(f"image size must be a positive multiple of {f} (the VAE factor), got {size!r}")
+        h, w = int(h), int(w)
         self.image_size = (h, w)
         self.latent_shape = (self.latent_channels, h // f, w // f)
 
@@ -236,9 +222,7 @@ class StableDiffusionModel:
         """
         if self.text_encoder is None or self.tokenizer is None:
             raise ValueError("this model was built without a text encoder/tokenizer; pass embeddings directly")
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        if not all(isinstance(p, str) for p in prompts):
-            raise ValueError(f"prompts must be strings, got {[type(p).__name__ for p in prompts]}")
+        prompts = as_prompt_list(prompts)  # the shared rule: a string is one prompt, items must be strings
         tokens = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
                                 truncation=True, return_tensors="pt")
         # SD 1.x/2.x text encoders are used without an attention mask unless their config asks.
@@ -287,16 +271,7 @@ class StableDiffusionModel:
 
     # Validation ---------------------------------------------------------------------
     def _check_images(self, images: Any) -> torch.Tensor:
-        if not isinstance(images, torch.Tensor):
-            raise ValueError(f"images must be a torch.Tensor (B, 3, H, W) in [-1, 1], got {type(images).__name__}; "
-                             "use cfginv_lite.images.load_image for files and PIL images")
-        if images.ndim == 3:
-            raise ValueError(f"images must be batched (B, 3, H, W), got {tuple(images.shape)}; use images[None]")
-        if images.ndim != 4 or images.shape[1] != 3:
-            hint = " (RGBA? composite it with load_image)" if images.ndim == 4 and images.shape[1] == 4 else ""
-            raise ValueError(f"images must have shape (B, 3, H, W){hint}, got {tuple(images.shape)}")
-        if not images.is_floating_point():
-            raise ValueError(f"images must be floating point in [-1, 1], got dtype {images.dtype}")
+        images = check_image_batch(images, channels=3)  # type, shape, empty batch, dtype, [-1, 1]: shared
         h, w = images.shape[-2:]
         f = self.vae_scale_factor
         if h % f or w % f:
@@ -304,10 +279,6 @@ class StableDiffusionModel:
         if (h, w) != self.image_size:
             raise ValueError(f"images are {h}x{w} but the model is set up for {self.image_size[0]}x"
                              f"{self.image_size[1]}; call model.set_image_size(({h}, {w})) or resize the images")
-        lo, hi = float(images.min()), float(images.max())
-        if not (lo >= -1.001 and hi <= 1.001):  # also catches NaN
-            raise ValueError(f"images must lie in [-1, 1], got values in [{lo:.3g}, {hi:.3g}] "
-                             "(pixels in [0, 255] or [0, 1]? use load_image, which scales them)")
         return images
 
 
