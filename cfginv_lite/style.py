@@ -13,10 +13,10 @@ layout) and, inside IPython, makes the inline backend render every figure at no 
 being in points, grow with it). Nothing else changes: a figure made with a larger ``dpi`` keeps
 it, and scripts outside IPython only get the rcParams.
 
-Figures under constrained layout must not call ``fig.tight_layout()`` or
-``fig.subplots_adjust()``: matplotlib then switches the layout engine and warns ("The figure
-layout has changed to tight"), and the warning becomes a cell output. Use
-``plt.subplots(..., layout="tight")`` for a figure that needs tight layout.
+Figures need no ``fig.tight_layout()`` under constrained layout (drop it; if one remains, that
+figure switches to tight layout, and :func:`use` silences matplotlib's notice about the switch
+so it does not become a cell output). ``fig.subplots_adjust()`` is ignored under constrained
+layout: make such a figure with ``plt.figure(..., layout="none")``.
 """
 from __future__ import annotations
 
@@ -54,9 +54,14 @@ def use(dpi: int = DPI, font_size: float = 10) -> None:
     Sets :func:`rc_params` and, under IPython, renders inline figures at
     ``max(fig.dpi, dpi)``. Calling it again is harmless.
     """
+    import warnings
+
     import matplotlib
 
     matplotlib.rcParams.update(rc_params(dpi, font_size))
+    # An explicit fig.tight_layout() replaces constrained layout for that figure, which is what
+    # the caller asked for; matplotlib's notice about it would otherwise become a cell output.
+    warnings.filterwarnings("ignore", message="The figure layout has changed to tight")
     _min_dpi_inline(dpi)
 
 
@@ -73,8 +78,12 @@ def _min_dpi_inline(dpi: int) -> None:
     shell = get_ipython()
     if shell is None or not hasattr(shell, "display_formatter"):
         return
-    import matplotlib.pyplot  # noqa: F401  (lets the inline backend register first)
+    import matplotlib.pyplot as plt
     from IPython.core.pylabtools import print_figure
+
+    # matplotlib picks its backend lazily, at the first figure; the inline backend then registers
+    # its own Figure formatter. Resolve it now (a throwaway figure), so ours comes last.
+    plt.close(plt.figure())
     from matplotlib.figure import Figure
 
     def png(fig: Figure) -> bytes | None:
