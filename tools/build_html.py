@@ -71,7 +71,7 @@ def check_pinned(page: str) -> list[str]:
     return problems
 
 
-def export(path: Path, *, renderer_url: str, require_url: str) -> str:
+def export(path: Path, *, renderer_url: str, require_url: str, assets_url: str) -> str:
     """One notebook as a standalone HTML page (nbconvert lab template) with its widget state."""
     import nbformat
     from nbconvert import HTMLExporter
@@ -84,6 +84,10 @@ def export(path: Path, *, renderer_url: str, require_url: str) -> str:
     exporter.require_js_url = require_url
     exporter.mathjax_url = MATHJAX_URL
     page, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": path.stem}})
+    # The renderer loads its icon fonts from window.__jupyter_widgets_assets_path__, else from an
+    # unversioned CDN path: point it at the same pinned release (or the vendored copy).
+    page = page.replace("</head>", f'<script>window.__jupyter_widgets_assets_path__ = "{assets_url}";</script>\n'
+                                   "</head>", 1)
     has_views = any(o.get("data", {}).get("application/vnd.jupyter.widget-view+json")
                     for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     if has_views and WIDGET_STATE_TAG not in page:
@@ -197,9 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.vendor:
             renderer, require = vendor(output)
+        assets = renderer.rsplit("/", 1)[0] + "/"
         pages = []
         for path in notebooks:
-            page = export(path, renderer_url=renderer, require_url=require)
+            page = export(path, renderer_url=renderer, require_url=require, assets_url=assets)
             output.write(f"{path.stem}.html", page)
             pages.append((f"{path.stem}.html", _title(path)))
             state = "with widget state" if WIDGET_STATE_TAG in page else "no widgets"

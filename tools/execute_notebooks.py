@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -93,6 +94,7 @@ def execute_one(path: Path, *, timeout: int, kernel: str, cwd: Path,
     wall = time.perf_counter() - start
     if error is None:
         normalize(nb)
+        collapse_finished_progress_bars(nb)
         nbformat.validate(nb)
         nbformat.write(nb, output)
     return {
@@ -103,6 +105,56 @@ def execute_one(path: Path, *, timeout: int, kernel: str, cwd: Path,
         "size_kb": round((output if error is None else path).stat().st_size / 1024, 1),
         "error": error,
     }
+
+
+def collapse_finished_progress_bars(nb: dict) -> int:
+    """Finished tqdm bars in a saved notebook: no blank gap, and their final text as text/plain.
+
+    ``tqdm.auto`` in a notebook is an HBox (HTML, FloatProgress, HTML). When a bar with
+    ``leave=False`` (the package's solvers) finishes, tqdm hides it with
+    ``layout.visibility = "hidden"``, which keeps its height: in the saved widget state this
+    adds ``display: none``, so a reopened notebook shows no gap (and no "disconnected" icon)
+    where the bars were. The bar's text/plain, which renderers without widgets show (an
+    untrusted notebook, GitHub), is its *first* state ("0%| 0/20"); it becomes the final one
+    ("100%|██████████| 20/20 [00:02<00:00, 9.8it/s]"). nbval compares both through the
+    sanitiser's progress-bar pattern. Returns the number of bars changed.
+    """
+    import html as html_lib
+
+    state = nb.get("metadata", {}).get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
+    models = state.get("state", {})
+    ref = "IPY_MODEL_"
+
+    def model(ref_id: object) -> dict:
+        return models.get(str(ref_id)[len(ref):], {})
+
+    final_text: dict[str, str] = {}
+    for model_id, box in models.items():
+        if box.get("model_name") != "HBoxModel":
+            continue
+        children = [model(c) for c in box["state"].get("children", [])]
+        if [c.get("model_name") for c in children] != ["HTMLModel", "FloatProgressModel", "HTMLModel"]:
+            continue
+        layout = model(box["state"].get("layout")).get("state")
+        if layout is not None and layout.get("visibility") == "hidden":
+            layout["display"] = "none"
+        left, bar, right = (str(c.get("state", {}).get("value", "")) for c in children)
+        bar_state = children[1].get("state", {})
+        value, total = float(bar_state.get("value", 0.0)), float(bar_state.get("max", 100.0))
+        if total > 0 and value >= total:  # tqdm's last text refresh may lag the count: show the end
+            left = re.sub(r"\s*\d+%$", " 100%", left.replace("\u2007", " ").rstrip())
+            right = re.sub(r"^(\W*)\d+/", rf"\g<1>{total:.0f}/", right)
+        filled = min(10, int(10 * value / total)) if total > 0 else 0
+        text = f"{left}|{'█' * filled}{' ' * (10 - filled)}|{right}" if right else left
+        final_text[model_id] = html_lib.unescape(text).replace("\u2007", " ")
+    changed = 0
+    for cell in nb.get("cells", []):
+        for output in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+            view = output.get("data", {}).get("application/vnd.jupyter.widget-view+json")
+            if view and view.get("model_id") in final_text:
+                output["data"]["text/plain"] = final_text[view["model_id"]]
+                changed += 1
+    return changed
 
 
 def main(argv: list[str] | None = None) -> int:
