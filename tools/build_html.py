@@ -50,6 +50,11 @@ REQUIREJS_VERSION = "2.1.10"
 REQUIRE_JS_URL = f"https://cdnjs.cloudflare.com/ajax/libs/require.js/{REQUIREJS_VERSION}/require.min.js"
 MATHJAX_URL = "https://cdnjs.cloudflare.com/ajax/libs/mathjax/2.7.7/latest.js?config=TeX-AMS_CHTML-full,Safe"
 MANIFEST = ".build_html.json"
+#: The html-manager resolves its Font Awesome files against the page's origin, not its own
+#: folder, so the Play widget's icons can come out as empty boxes; plain characters instead.
+ICON_FALLBACK_CSS = ("".join(f".widget-play .fa-{name}:before{{content:'{char}';font-family:sans-serif;font-weight:normal}}"
+                             for name, char in [("play", "\\25B6"), ("pause", "\\275A\\275A"), ("stop", "\\25A0"),
+                                                ("retweet", "\\21BB")]))
 WIDGET_STATE_TAG = '<script type="application/vnd.jupyter.widget-state+json">'
 
 
@@ -87,7 +92,7 @@ def export(path: Path, *, renderer_url: str, require_url: str, assets_url: str) 
     # The renderer loads its icon fonts from window.__jupyter_widgets_assets_path__, else from an
     # unversioned CDN path: point it at the same pinned release (or the vendored copy).
     page = page.replace("</head>", f'<script>window.__jupyter_widgets_assets_path__ = "{assets_url}";</script>\n'
-                                   "</head>", 1)
+                                   f"<style>{ICON_FALLBACK_CSS}</style>\n</head>", 1)
     has_views = any(o.get("data", {}).get("application/vnd.jupyter.widget-view+json")
                     for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     if has_views and WIDGET_STATE_TAG not in page:
