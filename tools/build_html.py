@@ -54,7 +54,10 @@ MANIFEST = ".build_html.json"
 #: folder, so the Play widget's icons can come out as empty boxes; plain characters instead.
 ICON_FALLBACK_CSS = ("".join(f".widget-play .fa-{name}:before{{content:'{char}';font-family:sans-serif;font-weight:normal}}"
                              for name, char in [("play", "\\25B6"), ("pause", "\\275A\\275A"), ("stop", "\\25A0"),
-                                                ("retweet", "\\21BB")]))
+                                                ("retweet", "\\21BB")])
+                     # and the widgets' text in the page's sans-serif, as in JupyterLab
+                     + ".jupyter-widgets{font-family:var(--jp-ui-font-family,system-ui,-apple-system,"
+                       "'Segoe UI',Helvetica,Arial,sans-serif)}")
 WIDGET_STATE_TAG = '<script type="application/vnd.jupyter.widget-state+json">'
 
 

@@ -149,6 +149,24 @@ def _shoot_cell(page: Any, target: Any, path: Path) -> None:
     cell.screenshot(path=str(path))
 
 
+def _scrub(page: Any, widget: Any, presses: int = 7) -> dict[str, Any]:
+    """Press the right arrow on the widget's slider; did the caption change, did the curve move?"""
+    handle = widget.locator(".noUi-handle, .widget-slider input, [role=slider]").first
+    if not handle.count():
+        return {}
+    curve = widget.locator(".widget-image").last
+    caption = lambda: widget.locator(".widget-html-content").first.inner_text()  # noqa: E731
+    before, text_before = curve.bounding_box(), caption()
+    handle.focus()
+    for _ in range(presses):
+        page.keyboard.press("ArrowRight")
+        page.wait_for_timeout(120)
+    page.wait_for_timeout(500)
+    after = curve.bounding_box()
+    moved = None if before is None or after is None else abs(after["x"] - before["x"]) + abs(after["y"] - before["y"])
+    return {"slider_changes_frame": caption() != text_before, "curve_panel_moved_px": moved}
+
+
 def lab_views(browser: Any, base: str, rel_trusted: str, rel_untrusted: str, name: str, out: Path,
               selector: str, timeout_ms: int) -> dict[str, Any]:
     report: dict[str, Any] = {}
@@ -166,7 +184,6 @@ def lab_views(browser: Any, base: str, rel_trusted: str, rel_untrusted: str, nam
     page.wait_for_timeout(1500)  # images decode, layout settles
     shot = out / f"{name}-lab-kernel.png"
     _shoot_cell(page, widget, shot)
-    curve = widget.locator(".widget-image").last
     icons = widget.evaluate(_COUNT_ICONS_JS)
     icons_page = page.evaluate(_COUNT_ICONS_JS, None)
     progress = page.locator(".jp-OutputArea-output .widget-hprogress:visible").first
@@ -180,21 +197,11 @@ def lab_views(browser: Any, base: str, rel_trusted: str, rel_untrusted: str, nam
         page.screenshot(path=str(progress_shot), clip={"x": box["x"], "y": box["y"], "width": box["width"],
                                                        "height": min(box["height"], 260)})
         widget.scroll_into_view_if_needed()
-    handle = widget.locator(".noUi-handle, .widget-slider input, [role=slider]").first
-    moved = None
-    if handle.count():
-        before = curve.bounding_box()
-        handle.focus()
-        for _ in range(7):
-            page.keyboard.press("ArrowRight")
-            page.wait_for_timeout(120)
-        page.wait_for_timeout(500)
-        after = curve.bounding_box()
-        moved = None if before is None or after is None else abs(after["x"] - before["x"]) + abs(after["y"] - before["y"])
+    scrub = _scrub(page, widget)
+    if scrub:
         _shoot_cell(page, widget, out / f"{name}-lab-kernel-scrubbed.png")
     report["lab-kernel"] = {"rendered": True, "visible_disconnected_icons_in_widget": icons,
-                            "visible_disconnected_icons_on_page": icons_page,
-                            "curve_panel_moved_px": moved, "screenshot": str(shot),
+                            "visible_disconnected_icons_on_page": icons_page, **scrub, "screenshot": str(shot),
                             "progress_screenshot": progress_shot and str(progress_shot)}
     page.close()
 
@@ -235,8 +242,11 @@ def html_view(browser: Any, base: str, name: str, out: Path, selector: str, time
     page.wait_for_timeout(300)
     loc.screenshot(path=str(shot))
     icons = page.evaluate(_COUNT_ICONS_JS, None)
+    scrub = _scrub(page, loc)
+    if scrub:
+        loc.screenshot(path=str(out / f"{name}-html-scrubbed.png"))
     page.close()
-    return {"html": {"rendered": True, "visible_disconnected_icons_on_page": icons, "errors": errors[:3],
+    return {"html": {"rendered": True, "visible_disconnected_icons_on_page": icons, **scrub, "errors": errors[:3],
                      "screenshot": str(shot)}}
 
 
