@@ -11,9 +11,14 @@ and the reference latent **at the same noise level**.
 * :func:`step_explorer` returns an ipywidgets view whose frames are pre-rendered PNGs inside
   ``Stack`` containers, switched by ``jslink``-ed controls. Nothing runs in the kernel when the
   slider moves, so the view keeps working from a notebook saved with its widget state
-  (``tools/execute_notebooks.py`` saves it): nbviewer, ``nbconvert --to html`` (whose page
-  loads the widget renderer from a CDN), and JupyterLab with no cell run, once the notebook is
-  trusted (JupyterLab renders widget outputs of untrusted notebooks as their text repr).
+  (``tools/execute_notebooks.py`` saves it): nbviewer, the static HTML of
+  ``tools/build_html.py`` (widget renderer pinned, loaded from a CDN or bundled), and
+  JupyterLab with a kernel but no cell run, once the notebook is trusted (JupyterLab renders
+  widget outputs of untrusted notebooks as their text repr). In that last case ipywidgets marks
+  every widget no kernel owns with a red "disconnected" chain icon; the explorer hides those
+  icons inside itself, since its controls do work without the kernel.
+
+In Colab, call :func:`enable_colab_widgets` once (the notebooks' setup cell does).
 """
 from __future__ import annotations
 
