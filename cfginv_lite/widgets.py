@@ -11,9 +11,14 @@ and the reference latent **at the same noise level**.
 * :func:`step_explorer` returns an ipywidgets view whose frames are pre-rendered PNGs inside
   ``Stack`` containers, switched by ``jslink``-ed controls. Nothing runs in the kernel when the
   slider moves, so the view keeps working from a notebook saved with its widget state
-  (``tools/execute_notebooks.py`` saves it): nbviewer, ``nbconvert --to html`` (whose page
-  loads the widget renderer from a CDN), and JupyterLab with no cell run, once the notebook is
-  trusted (JupyterLab renders widget outputs of untrusted notebooks as their text repr).
+  (``tools/execute_notebooks.py`` saves it): nbviewer, the static HTML of
+  ``tools/build_html.py`` (widget renderer pinned, loaded from a CDN or bundled), and
+  JupyterLab with a kernel but no cell run, once the notebook is trusted (JupyterLab renders
+  widget outputs of untrusted notebooks as their text repr). In that last case ipywidgets marks
+  every widget no kernel owns with a red "disconnected" chain icon; the explorer hides those
+  icons inside itself, since its controls do work without the kernel.
+
+In Colab, call :func:`enable_colab_widgets` once (the notebooks' setup cell does).
 """
 from __future__ import annotations
 
@@ -37,7 +42,8 @@ ChannelMode = Literal["auto", "mean", "rgb"]
 
 ERROR_LABEL = "RMSE vs reference"
 LEVEL_LABEL = "noise level t (after the step)"
-_DPI = 72  # small figures keep committed notebooks small
+_DPI = 100  # the course style (cfginv_lite.style): readable at 100% zoom, fonts >= 9 pt
+_FONT = 9  # smallest font size in the views, points
 
 
 # --------------------------------------------------------------------------- data helpers
@@ -153,7 +159,7 @@ def step_montage(
     channels: ChannelMode = "auto",
     log_error: bool = False,
     dpi: int = _DPI,
-    cell_inches: float = 1.2,
+    cell_inches: float = 1.0,
 ) -> Figure:
     """Static montage: rows = methods, columns = steps, plus an error-vs-step curve per method.
 
@@ -183,13 +189,14 @@ def step_montage(
 
     rows_per = 2 if has_ref else 1
     n_rows = len(trs) * rows_per
-    width_ratios = [1.0] * len(cols) + ([0.6, 3.2] if has_curve else [])
+    width_ratios = [1.0] * len(cols) + ([0.7, 3.0] if has_curve else [])
     height_ratios = [1.0] * n_rows + ([0.12] if has_ref else [])
     # Fixed margins in inches (row labels left, titles top, curve labels bottom), cells square.
-    left, right, top, bottom = 0.75, 0.15, 0.5, 0.55
+    left, right, top, bottom = 1.0, 0.15, 0.55, 0.65
     fig_w = cell_inches * sum(width_ratios) * 1.08 + left + right
     fig_h = cell_inches * sum(height_ratios) * 1.15 + top + bottom
-    fig = plt.figure(figsize=(fig_w, fig_h), dpi=dpi)
+    # layout="none": the GridSpec margins above place everything (constrained layout would move them).
+    fig = plt.figure(figsize=(fig_w, fig_h), dpi=dpi, layout="none")
     gs = GridSpec(len(height_ratios), len(width_ratios), figure=fig, width_ratios=width_ratios,
                   height_ratios=height_ratios, wspace=0.08, hspace=0.15, left=left / fig_w,
                   right=1 - right / fig_w, top=1 - top / fig_h, bottom=bottom / fig_h)
@@ -212,9 +219,9 @@ def step_montage(
                     img = _to_rgb8(img, -vmax_img, vmax_img, "gray")
                 ax.imshow(img, cmap="gray", vmin=-vmax_img, vmax=vmax_img, interpolation="nearest")
                 if m == 0:
-                    ax.set_title(f"step {s}\nt {tr.t_from[s]:.0f}→{tr.t_to[s]:.0f}", fontsize=8)
+                    ax.set_title(f"step {s}\nt {tr.t_from[s]:.0f}→{tr.t_to[s]:.0f}", fontsize=_FONT)
             if j == 0:
-                ax.set_ylabel(f"{name}\n{'decoded' if decode else key}", fontsize=8, color=f"C{m}")
+                ax.set_ylabel(f"{name}\n{'decoded' if decode else key}", fontsize=_FONT, color=f"C{m}")
             if has_ref:
                 ax = fig.add_subplot(gs[r0 + 1, j])
                 ax.set_xticks([]), ax.set_yticks([])
@@ -223,7 +230,7 @@ def step_montage(
                     err_im = ax.imshow(err.mean(axis=0) if err.shape[0] != 1 else err[0], cmap="RdBu_r",
                                        vmin=-vmax_err, vmax=vmax_err, interpolation="nearest")
                 if j == 0:
-                    ax.set_ylabel(f"{name}\nerror", fontsize=8, color=f"C{m}")
+                    ax.set_ylabel(f"{name}\nerror", fontsize=_FONT, color=f"C{m}")
     if has_curve:  # one axes, one curve per method: naive and compensated compare directly
         ax = fig.add_subplot(gs[:n_rows, -1])
         for m, (tr, name, c) in enumerate(zip(trs, names, curves)):
@@ -236,17 +243,17 @@ def step_montage(
             ax.set_yscale("log")
         else:
             ax.set_ylim(bottom=0)
-        ax.set_xlabel(LEVEL_LABEL, fontsize=8)
-        ax.set_ylabel(ylabel, fontsize=8)
-        ax.set_title("error per step (circles: steps shown)", fontsize=8)
-        ax.tick_params(labelsize=7)
+        ax.set_xlabel(LEVEL_LABEL, fontsize=_FONT)
+        ax.set_ylabel(ylabel, fontsize=_FONT)
+        ax.set_title("error per step (circles: steps shown)", fontsize=_FONT)
+        ax.tick_params(labelsize=_FONT)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, frameon=False)
+        ax.legend(fontsize=_FONT, frameon=False)
     if err_im is not None:
         cax = fig.add_subplot(gs[-1, : max(1, len(cols) // 2 + 1)])
         cb = fig.colorbar(err_im, cax=cax, orientation="horizontal")
-        cb.set_label(f"error map: {key} − reference (latent units)", fontsize=7)
-        cb.ax.tick_params(labelsize=6)
+        cb.set_label(f"error map: {key} − reference (latent units)", fontsize=_FONT)
+        cb.ax.tick_params(labelsize=_FONT)
     plt.close(fig)  # shown once as the cell's value, never again by the inline backend
     return fig
 
@@ -261,19 +268,18 @@ def _curve_frames(trs: Sequence[Trace], names: Sequence[str], curves: Sequence[n
     """
     from PIL import Image, ImageDraw
 
-    fig = plt.figure(figsize=(5.0, 3.3), dpi=dpi)
+    fig = plt.figure(figsize=(4.6, 3.0), dpi=dpi, layout="tight")
     ax = fig.add_subplot()
     for m, (tr, name, c) in enumerate(zip(trs, names, curves)):
         if c is not None:
             ax.plot(tr.t_to, c, marker="o", ms=3, lw=1.4, color=f"C{m}", label=name)
     if log_error:
         ax.set_yscale("log")
-    ax.set_xlabel(LEVEL_LABEL, fontsize=9)
-    ax.set_ylabel(ylabel, fontsize=9)
-    ax.tick_params(labelsize=8)
+    ax.set_xlabel(LEVEL_LABEL, fontsize=_FONT + 1)
+    ax.set_ylabel(ylabel, fontsize=_FONT + 1)
+    ax.tick_params(labelsize=_FONT)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, frameon=False)
-    fig.tight_layout()
+    ax.legend(fontsize=_FONT, frameon=False)
     fig.canvas.draw()
     base = Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
     H = base.height
@@ -302,6 +308,9 @@ def _curve_frames(trs: Sequence[Trace], names: Sequence[str], curves: Sequence[n
                 draw.ellipse([p[0] - 5, p[1] - 5, p[0] + 5, p[1] + 5], outline=(0, 0, 0), fill=rgb, width=1)
         frames.append(_png(np.asarray(im)))
     return frames
+
+
+_EXPLORER_CLASS = "cfginv-step-explorer"
 
 
 class StepExplorer:
@@ -428,10 +437,16 @@ def step_explorer(
         return W.HTML(value, layout=text_layout, style=text_style)
 
     panel_width = w * zoom * len(panel_names) + gap * (len(panel_names) - 1)
+    # Fixed sizes everywhere the content changes with the frame, so nothing moves while scrubbing;
+    # one line per header cell (short names on narrow panels, the full name as a tooltip).
+    tile = w * zoom
+    short = {"error vs reference": "error vs ref.", "noise estimate": "noise est."}
     header_html = "".join(
-        f'<div style="width:{w * zoom}px;margin-right:{gap}px;font-size:11px;text-align:center">{html.escape(p)}</div>'
+        f'<div title="{html.escape(p)}" style="flex:0 0 {tile}px;width:{tile}px;margin-right:{gap}px;'
+        f'font-size:12px;line-height:16px;text-align:center;white-space:nowrap;overflow:hidden;'
+        f'text-overflow:ellipsis">{html.escape(p if len(p) * 7 <= tile else short.get(p, p))}</div>'
         for p in panel_names)
-    header = text(f'<div style="display:flex">{header_html}</div>')
+    header = text(f'<div style="display:flex;width:{panel_width + gap}px">{header_html}</div>')
 
     def method_stack(m: int) -> Any:
         images = [_image(W, composite(m, s), img_layout) for s in frame_steps]
@@ -465,13 +480,23 @@ def step_explorer(
                 bits.append(f"iterations {np.mean(iters[s]):.3g}")
             if bits:
                 stats.append(f"{html.escape(name)}: {', '.join(bits)}")
-        return (f"<div style='font-size:12px;line-height:1.4'><b>{' · '.join(parts)}</b><br>{'<br>'.join(stats)}</div>")
+        return (f"<div style='font-size:12px;line-height:17px;white-space:nowrap;overflow:hidden;"
+                f"text-overflow:ellipsis'><b>{' · '.join(parts)}</b><br>{'<br>'.join(stats)}</div>")
 
-    captions = W.Stack([text(caption(s)) for s in frame_steps], selected_index=0, layout=box_layout)
+    # The left column has a fixed width and the captions a fixed height, so the curve panel to
+    # the right stays put while the slider moves (caption lengths differ from frame to frame).
+    left_width = max(panel_width + gap, 360)
+    captions = W.Stack([text(caption(s)) for s in frame_steps], selected_index=0,
+                       layout=W.Layout(width=f"{left_width}px", height=f"{17 * (1 + len(trs)) + 6}px",
+                                       overflow="hidden"))
 
+    # A track of at least 12 px per frame (within 300-600 px), so every step can be hit with the
+    # mouse; the arrow keys step one frame once the slider has focus.
+    track = int(np.clip(12 * (len(frame_steps) - 1), 300, 600))
     slider = W.IntSlider(value=0, min=0, max=len(frame_steps) - 1, step=1,
                          description="frame" if subsampled else "step", continuous_update=True,
-                         readout=not subsampled)
+                         readout=not subsampled, style=W.SliderStyle(description_width="44px"),
+                         layout=W.Layout(width=f"{track + 44 + 56}px"))
     play = W.Play(value=0, min=0, max=len(frame_steps) - 1, step=1, interval=interval_ms, description="play")
     options = names + (["all methods"] if len(trs) > 1 else [])
     selector = W.ToggleButtons(options=options, index=0, description="method")
@@ -483,17 +508,31 @@ def step_explorer(
     if curve_stack is not None:
         links.append(W.jslink((slider, "value"), (curve_stack, "selected_index")))
 
-    scale = [f"{key}: grey ±{vmax_lat:.2g}"]
+    def shade(x: np.ndarray) -> str:
+        """How a tile shows its values: grey for one channel (or the mean), RGB for three or more."""
+        return "grey" if _display(x[0], channels).ndim == 2 else "channels 1-3 as RGB"
+
+    scale = [f"{key}: {shade(lat[0])} ±{vmax_lat:.2g}"]
     if "error vs reference" in panel_names:
         scale.append(f"error: blue −{vmax_err:.2g} … red +{vmax_err:.2g} (latent units)")
     if "noise estimate" in panel_names:
-        scale.append(f"noise: grey ±{vmax_noise:.2g}")
-    legend = text(f"<span style='font-size:11px;color:#555'>colour scales fixed over all frames: "
-                    f"{html.escape('; '.join(scale))}" + (f"; showing {len(frame_steps)} of {n_steps} steps"
-                                                             if subsampled else "") + "</span>")
+        shown_noise = next(n for n in noise if n is not None)
+        scale.append(f"noise: {shade(shown_noise)} ±{vmax_noise:.2g}")
+    # Saved-state views that no kernel owns get ipywidgets' red "disconnected" chain icon on every
+    # widget in JupyterLab (a kernel is running but the cell has not been run). This view runs
+    # entirely in the browser (jslink), so the icons only mislead; this <style>, scoped to the
+    # explorer's CSS class, hides them. Running the cell replaces the view with a live one.
+    hide_disconnected = (f"<style>.{_EXPLORER_CLASS} .jupyter-widgets-disconnected::before,"
+                         f".{_EXPLORER_CLASS}.jupyter-widgets-disconnected::before"
+                         "{display:none!important;content:none!important}</style>")
+    legend = text(hide_disconnected + f"<span style='font-size:12px;color:#555'>colour scales fixed over all "
+                  f"frames: {html.escape('; '.join(scale))}" + (f"; showing {len(frame_steps)} of {n_steps} steps"
+                                                               if subsampled else "") + "</span>")
     right = [curve_stack] if curve_stack is not None else []
-    body = W.HBox([W.VBox([captions, view_stack]), *right], layout=W.Layout(align_items="flex-start"))
+    left = W.VBox([captions, view_stack], layout=W.Layout(width=f"{left_width}px", flex="0 0 auto"))
+    body = W.HBox([left, *right], layout=W.Layout(align_items="flex-start"))
     widget = W.VBox([W.HBox([play, slider]), selector, body, legend])
+    widget.add_class(_EXPLORER_CLASS)
     stacks = method_stacks + [view_stack, captions] + right
     total = sum(len(im.value) for st in method_stacks + right for im in st.children)
     if total > 2**20:
@@ -502,5 +541,20 @@ def step_explorer(
     return StepExplorer(widget, slider, play, selector, stacks, links, frame_steps, names)
 
 
-__all__ = ["Reference", "StepExplorer", "align_reference", "error_curve", "solver_residual", "step_explorer",
-           "step_montage"]
+def enable_colab_widgets() -> bool:
+    """Let Colab render ipywidgets 8 and tqdm progress bars: call once in a notebook's setup cell.
+
+    Colab's built-in widget manager predates ipywidgets 8 and does not run ``jslink``; its
+    "custom widget manager" (loaded from a CDN) does. Outside Colab this does nothing. Returns
+    True if it was enabled.
+    """
+    try:
+        from google.colab import output  # type: ignore[import-not-found]
+    except ImportError:
+        return False
+    output.enable_custom_widget_manager()
+    return True
+
+
+__all__ = ["Reference", "StepExplorer", "align_reference", "enable_colab_widgets", "error_curve",
+           "solver_residual", "step_explorer", "step_montage"]

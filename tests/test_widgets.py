@@ -94,7 +94,11 @@ def test_montage_has_one_image_per_method_step_and_panel_plus_labelled_curve() -
     assert len(row_labels) == 4  # latent and error row per method
     colorbar = fig.axes[-1]
     assert "latent units" in colorbar.get_xlabel()
-    assert fig.dpi <= 80
+    # The course style: at least 100 dpi and 9 pt text everywhere (titles, labels, ticks, legend).
+    assert fig.dpi >= 100
+    fig.canvas.draw()
+    sizes = {t.get_fontsize() for t in fig.findobj(matplotlib.text.Text) if t.get_text()}
+    assert min(sizes) >= 9
 
 
 def test_montage_without_reference_falls_back_to_solver_residual_or_no_curve() -> None:
@@ -123,6 +127,40 @@ def test_explorer_pools_large_latents_to_bound_the_notebook_size() -> None:
 
 
 # --------------------------------------------------------------------------- explorer
+def test_explorer_layout_is_fixed_while_scrubbing_and_readable() -> None:
+    a, b = _trace("naive", steps=20), _trace("compensated", steps=20, seed=1)
+    ex = step_explorer([a, b], reference=_trace("ref", steps=20, seed=2))
+    # A slider track of >= 12 px per step (the layout width includes a 44 px label and the readout).
+    assert int(ex.slider.layout.width.rstrip("px")) - 100 >= 12 * 19
+    # Captions change length from frame to frame: their box has a fixed size; so has the left column.
+    captions = next(st for st in ex.stacks if isinstance(st.children[0], ipywidgets.HTML))
+    assert captions.layout.width.endswith("px") and captions.layout.height.endswith("px")
+    body = ex.widget.children[2]
+    assert body.children[0].layout.width == captions.layout.width
+    # Curve frames are rendered at the course resolution: 4.6 x 3.0 in at 100 dpi.
+    curve = ex.stacks[-1].children[0]
+    assert (int(curve.width), int(curve.height)) == (460, 300)
+    # The "disconnected" chain icons of saved-state widgets are hidden inside the explorer only.
+    assert "cfginv-step-explorer" in ex.widget._dom_classes
+    legend = ex.widget.children[-1].value
+    assert ".cfginv-step-explorer .jupyter-widgets-disconnected::before" in legend and "grey ±" in legend
+
+
+def test_explorer_legend_says_rgb_for_colour_latents_and_header_fits_one_line() -> None:
+    sd = _trace("sd", steps=3, shape=(1, 4, 32, 32))
+    ex = step_explorer(sd, sd, panel_px=96)
+    legend = ex.widget.children[-1].value
+    assert "grey" not in legend and "channels 1-3 as RGB" in legend
+    header = ex.widget.children[2].children[0].children[1].children[0].children[1].value
+    assert "white-space:nowrap" in header and "error vs ref." in header  # 96 px panels: the short name
+
+
+def test_enable_colab_widgets_is_a_no_op_outside_colab() -> None:
+    from cfginv_lite.widgets import enable_colab_widgets
+
+    assert enable_colab_widgets() is False
+
+
 def test_explorer_slider_spans_steps_and_jslinks_every_stack() -> None:
     a, b = _trace("naive", steps=7), _trace("compensated", steps=7, seed=1, residual=True)
     ex = step_explorer([a, b], reference=_trace("ref", steps=7, seed=2))

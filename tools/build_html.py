@@ -1,0 +1,228 @@
+#!/usr/bin/env python
+"""Build a static HTML rendering of the course from the saved notebooks, widgets included.
+
+Usage::
+
+    pip install -e ".[docs]"                    # nbconvert (and the browser tools)
+    python tools/build_html.py                  # notebooks/*.ipynb -> site/
+    python tools/build_html.py --vendor         # also copy the widget renderer into site/
+    python tools/build_html.py notebooks/04_tless.ipynb --out /tmp/course-html
+
+Each notebook becomes ``<out>/<name>.html`` (nbconvert's ``lab`` template) and
+``<out>/index.html`` links them. Nothing is executed: the pages show the outputs and the widget
+state saved in the notebooks (``tools/execute_notebooks.py`` saves both), so the step explorers
+work in the page without a kernel.
+
+Pinned, not floating: the widget renderer is ``@jupyter-widgets/html-manager`` at exactly
+:data:`HTML_MANAGER_VERSION` (the release whose ``@jupyter-widgets/base`` and ``controls``
+match the ``jupyterlab_widgets`` that ipywidgets 8.1 installs; nbconvert's default is ``@*``),
+require.js and MathJax at the exact versions nbconvert names (2.1.10, 2.7.7). The build fails
+if a page references any script at ``@*`` or without an exact version.
+
+Offline: the pages load these scripts from CDNs (jsdelivr, cdnjs) when they are *viewed*; with
+no network the text and figures show, but the widgets stay blank and math stays as TeX source.
+``--vendor`` copies the pinned html-manager (from npm, ``npm pack``, about 9 MB with its fonts)
+and require.js into ``<out>/_static/`` and points the pages at them, so widgets also work
+offline; MathJax is not vendored.
+
+The output folder is the script's own: it records what it wrote in ``<out>/.build_html.json``
+and refuses to overwrite any file it did not write (``site/`` is git-ignored).
+"""
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Exact @jupyter-widgets/html-manager release for ipywidgets 8.1.x / jupyterlab_widgets 3.0.x
+#: (both depend on @jupyter-widgets/base ^6.0.12 and controls ^5.0.13).
+HTML_MANAGER_VERSION = "1.0.15"
+WIDGETS_CDN = "https://cdn.jsdelivr.net/npm/"
+REQUIREJS_VERSION = "2.1.10"
+REQUIRE_JS_URL = f"https://cdnjs.cloudflare.com/ajax/libs/require.js/{REQUIREJS_VERSION}/require.min.js"
+MATHJAX_URL = "https://cdnjs.cloudflare.com/ajax/libs/mathjax/2.7.7/latest.js?config=TeX-AMS_CHTML-full,Safe"
+MANIFEST = ".build_html.json"
+#: The html-manager resolves its Font Awesome files against the page's origin, not its own
+#: folder, so the Play widget's icons can come out as empty boxes; plain characters instead.
+ICON_FALLBACK_CSS = ("".join(f".widget-play .fa-{name}:before{{content:'{char}';font-family:sans-serif;font-weight:normal}}"
+                             for name, char in [("play", "\\25B6"), ("pause", "\\275A\\275A"), ("stop", "\\25A0"),
+                                                ("retweet", "\\21BB")])
+                     # and the widgets' text in the page's sans-serif, as in JupyterLab
+                     + ".jupyter-widgets{font-family:var(--jp-ui-font-family,system-ui,-apple-system,"
+                       "'Segoe UI',Helvetica,Arial,sans-serif)}")
+WIDGET_STATE_TAG = '<script type="application/vnd.jupyter.widget-state+json">'
+
+
+def html_manager_url(version: str = HTML_MANAGER_VERSION, cdn: str = WIDGETS_CDN) -> str:
+    return f"{cdn}@jupyter-widgets/html-manager@{version}/dist/embed-amd.js"
+
+
+def check_pinned(page: str) -> list[str]:
+    """Problems with the script versions a page references (empty if all are pinned)."""
+    problems = []
+    if "@*" in page:
+        problems.append("a script is loaded at version @* (unpinned)")
+    for m in re.finditer(r"@jupyter-widgets/html-manager@([^/'\"]+)/", page):
+        if not re.fullmatch(r"\d+\.\d+\.\d+", m.group(1)):
+            problems.append(f"html-manager at a version range {m.group(1)!r}, not an exact version")
+    for m in re.finditer(r"(?:mathjax|require\.js)/([^/'\"]+)/", page):
+        if not re.fullmatch(r"\d+\.\d+\.\d+", m.group(1)):
+            problems.append(f"{m.group(0)} is not an exact version")
+    return problems
+
+
+def export(path: Path, *, renderer_url: str, require_url: str, assets_url: str) -> str:
+    """One notebook as a standalone HTML page (nbconvert lab template) with its widget state."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(path, as_version=4)
+    exporter = HTMLExporter(template_name="lab")
+    exporter.widget_renderer_url = renderer_url  # used for the v2 *and* the legacy branch: no @*
+    exporter.html_manager_semver_range = HTML_MANAGER_VERSION
+    exporter.jupyter_widgets_base_url = WIDGETS_CDN
+    exporter.require_js_url = require_url
+    exporter.mathjax_url = MATHJAX_URL
+    page, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": path.stem}})
+    # The renderer loads its icon fonts from window.__jupyter_widgets_assets_path__, else from an
+    # unversioned CDN path: point it at the same pinned release (or the vendored copy).
+    page = page.replace("</head>", f'<script>window.__jupyter_widgets_assets_path__ = "{assets_url}";</script>\n'
+                                   f"<style>{ICON_FALLBACK_CSS}</style>\n</head>", 1)
+    has_views = any(o.get("data", {}).get("application/vnd.jupyter.widget-view+json")
+                    for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    if has_views and WIDGET_STATE_TAG not in page:
+        raise SystemExit(f"{path}: shows widgets but has no saved widget state; "
+                         f"run `python tools/execute_notebooks.py {path}` first")
+    problems = check_pinned(page)
+    if problems:
+        raise SystemExit(f"{path}: " + "; ".join(problems))
+    return page
+
+
+def _title(path: Path) -> str:
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("#"):
+                    return line.lstrip("#").strip()
+    return path.stem
+
+
+def _index(pages: list[tuple[str, str]], vendored: bool) -> str:
+    items = "\n".join(f'<li><a href="{html.escape(href)}">{html.escape(title)}</a></li>' for href, title in pages)
+    offline = ("The widget renderer is bundled in <code>_static/</code>; math still loads MathJax from a CDN."
+               if vendored else "The interactive explorers and the math load their scripts from CDNs "
+               "(jsdelivr, cdnjs) when a page is opened; offline, text and figures still show.")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>cfginv-lite course</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;line-height:1.5;padding:0 1rem}}</style>
+</head><body>
+<h1>cfginv-lite: inverting images into diffusion noise at high guidance</h1>
+<p>Static rendering of the course notebooks with their saved outputs. The step explorers work in
+the page: move their sliders, no kernel needed. To run the code, open the notebooks in JupyterLab
+(see the README's quick start).</p>
+<ol>
+{items}
+</ol>
+<p><small>{offline} Widget renderer: @jupyter-widgets/html-manager@{HTML_MANAGER_VERSION}.</small></p>
+</body></html>
+"""
+
+
+class _Output:
+    """The output folder, written only where this script wrote before (``.build_html.json``)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.manifest = out / MANIFEST
+        self.owned: set[str] = set()
+        if self.manifest.exists():
+            self.owned = set(json.loads(self.manifest.read_text())["files"])
+        self.written: set[str] = set()
+
+    def write(self, rel: str, data: str | bytes) -> None:
+        target = self.out / rel
+        if target.exists() and rel not in self.owned:
+            raise SystemExit(f"refusing to overwrite {target}: tools/build_html.py did not create it "
+                             f"(choose another --out or remove it)")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, bytes):
+            target.write_bytes(data)
+        else:
+            target.write_text(data, encoding="utf-8")
+        self.written.add(rel)
+        self.owned.add(rel)
+
+    def save(self) -> None:
+        self.manifest.write_text(json.dumps({"files": sorted(self.owned)}, indent=1) + "\n")
+
+
+def vendor(output: _Output) -> tuple[str, str]:
+    """Copy the pinned html-manager (with its fonts) and require.js from npm into ``_static/``."""
+    static = f"_static/html-manager-{HTML_MANAGER_VERSION}"
+    with tempfile.TemporaryDirectory() as tmp:
+        for spec in (f"@jupyter-widgets/html-manager@{HTML_MANAGER_VERSION}", f"requirejs@{REQUIREJS_VERSION}"):
+            subprocess.run(["npm", "pack", spec, "--silent"], cwd=tmp, check=True, capture_output=True)
+        for tgz in Path(tmp).glob("*.tgz"):
+            with tarfile.open(tgz) as tar:
+                for member in tar.getmembers():
+                    name = member.name
+                    if not member.isfile():
+                        continue
+                    if "html-manager" in tgz.name:
+                        if not name.startswith("package/dist/") or name.endswith((".map", ".LICENSE.txt")) \
+                                or Path(name).name in ("embed.js", "libembed-amd.js"):
+                            continue
+                        output.write(f"{static}/{Path(name).name}", tar.extractfile(member).read())
+                    elif name == "package/require.js":
+                        output.write(f"_static/require-{REQUIREJS_VERSION}.js", tar.extractfile(member).read())
+    return f"{static}/embed-amd.js", f"_static/require-{REQUIREJS_VERSION}.js"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/*.ipynb")
+    parser.add_argument("--out", type=Path, default=ROOT / "site", help="output folder (default site/)")
+    parser.add_argument("--vendor", action="store_true",
+                        help="bundle the widget renderer and require.js (needs npm) so widgets work offline")
+    args = parser.parse_args(argv)
+    notebooks = args.notebooks or sorted((ROOT / "notebooks").glob("*.ipynb"))
+    if not notebooks:
+        parser.error("no notebooks")
+    out = args.out
+    if out.exists() and any(out.iterdir()) and not (out / MANIFEST).exists():
+        parser.error(f"{out} exists and was not made by this script; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    output = _Output(out)
+    renderer, require = html_manager_url(), REQUIRE_JS_URL
+    try:
+        if args.vendor:
+            renderer, require = vendor(output)
+        assets = renderer.rsplit("/", 1)[0] + "/"
+        pages = []
+        for path in notebooks:
+            page = export(path, renderer_url=renderer, require_url=require, assets_url=assets)
+            output.write(f"{path.stem}.html", page)
+            pages.append((f"{path.stem}.html", _title(path)))
+            state = "with widget state" if WIDGET_STATE_TAG in page else "no widgets"
+            print(f"{out / (path.stem + '.html')}: {len(page) / 1024:.0f} kB, {state}")
+        output.write("index.html", _index(pages, args.vendor))
+    finally:
+        output.save()
+    print(f"{out / 'index.html'} (widget renderer: {renderer})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
