@@ -49,15 +49,15 @@ class Trajectory:
 
 
 def trajectory(model: Any, latents: torch.Tensor, grid: Sequence[int], guidance: Guidance, *,
-               exact: bool, label: str = "source") -> Trajectory:
+               exact: bool, label: str = "source", progress: bool = False) -> Trajectory:
     """Naive (``label`` convention) or exact inversion, keeping the latent at every level."""
     grid = check_grid(grid, len(model.alphas_cumprod))
     levels = [latents]
     keep = lambda info: levels.append(info["latent"])  # noqa: E731  (one line: keep the latents)
     if exact:
-        invert_anderson(model, latents, grid, guidance, progress=False, callback=keep, **EXACT_OPTIONS)
+        invert_anderson(model, latents, grid, guidance, progress=progress, callback=keep, **EXACT_OPTIONS)
     else:
-        invert_naive(model, latents, grid, guidance, label=label, progress=False, callback=keep)
+        invert_naive(model, latents, grid, guidance, label=label, progress=progress, callback=keep)
     return Trajectory(grid, levels)
 
 

@@ -25,15 +25,25 @@ def sampling_trajectory(model: Any, noise: torch.Tensor, grid: Sequence[int], gu
     return torch.stack(visited[::-1])
 
 
-def _all_steps_noise(model: Any, latents: torch.Tensor, labels: Sequence[float], guidance: Guidance) -> torch.Tensor:
-    """Guided noise for every (step, image) pair in ONE batched network call."""
+def _all_steps_noise(model: Any, latents: torch.Tensor, labels: Sequence[float], guidance: Guidance,
+                     max_batch: int = 1024) -> torch.Tensor:
+    """Guided noise for every (step, image) pair, several steps per batched network call.
+
+    At most ``max_batch`` pairs go into one call: the cost per pair is the same beyond a few
+    dozen, and it bounds the memory (100 images x 51 levels in one call needed over 1 GB).
+    """
     steps, batch = latents.shape[:2]
-    flat = latents.reshape(steps * batch, *latents.shape[2:])
-    lab = torch.tensor([float(l) for l in labels for _ in range(batch)])
-    tiled = Guidance(guidance.cond.repeat(steps, 1, 1), guidance.uncond.repeat(steps, 1, 1), guidance.scale)
+    per_call = max(1, max_batch // batch)
+    out = []
     with torch.no_grad():
-        eps = guided_noise(model, flat, lab, lab, tiled).guided
-    return eps.reshape(latents.shape)
+        for first in range(0, steps, per_call):
+            chunk = latents[first:first + per_call]
+            n = chunk.shape[0]
+            flat = chunk.reshape(n * batch, *latents.shape[2:])
+            lab = torch.tensor([float(l) for l in labels[first:first + n] for _ in range(batch)], device=latents.device)
+            tiled = Guidance(guidance.cond.repeat(n, 1, 1), guidance.uncond.repeat(n, 1, 1), guidance.scale)
+            out.append(guided_noise(model, flat, lab, lab, tiled).guided.reshape(chunk.shape))
+    return torch.cat(out)
 
 
 def local_inversion_errors(model: Any, trajectory: torch.Tensor, grid: Sequence[int], guidance: Guidance,

@@ -142,12 +142,26 @@ def evaluate(model: Any, sets: Mapping[str, InputSet] | Sequence[InputSet], scal
     ``sampler`` is ``"ddim"`` (on the inversion grid) or ``"lms"`` (the seed's K-LMS).
     ``options`` go to the method (e.g. ``iterations=3``). Returns one :class:`SetResult` per set.
     """
+    return evaluate_samplers(model, sets, scale, grid, method, samplers=(sampler,), callback=callback,
+                             regen_callback=regen_callback, progress=progress, **options)[sampler]
+
+
+def evaluate_samplers(model: Any, sets: Mapping[str, InputSet] | Sequence[InputSet], scale: float,
+                      grid: Sequence[int], method: str = "naive", *, samplers: Sequence[str] = ("ddim", "lms"),
+                      callback: StepCallback | None = None, regen_callback: StepCallback | None = None,
+                      progress: bool = False, **options: Any) -> dict[str, dict[str, SetResult]]:
+    """Like :func:`evaluate`, but invert **once** and regenerate with each of ``samplers``.
+
+    Returns ``{sampler: {set name: SetResult}}``.
+    """
     scale = check_guidance_scale(scale)
     grid = list(grid)
     items = list(sets.values()) if isinstance(sets, Mapping) else list(sets)
     if not items:
         raise ValueError("need at least one input set")
-    sizes = [len(s) for s in items]
+    samplers = list(samplers)
+    if not samplers or any(smp not in ("ddim", "lms") for smp in samplers):
+        raise ValueError(f"samplers must be 'ddim' and/or 'lms', got {samplers}")
     latents = torch.cat([s.latents for s in items])
     prompts = [p for s in items for p in s.prompts]
     guidance = make_guidance(model, prompts, scale)
@@ -155,25 +169,26 @@ def evaluate(model: Any, sets: Mapping[str, InputSet] | Sequence[InputSet], scal
     start = time.perf_counter()
     result = run_method(method, model, latents, grid, guidance, callback=tracker, progress=progress, **options)
     seconds = time.perf_counter() - start
-    regen = model.decode(regenerate(model, result.latents, grid, result.guidance, sampler,
-                                    callback=regen_callback, progress=progress))
-    out: dict[str, SetResult] = {}
     diverged = tracker.diverged
-    offset = 0
-    for s, n in zip(items, sizes):
-        part = slice(offset, offset + n)
-        offset += n
-        target = s.images.to(regen.device, regen.dtype)
-        inverted = result.latents[part]
-        out[s.name] = SetResult(
-            case=s.name, method=method, scale=scale, steps=len(grid) - 1, nfe=result.nfe,
-            nfe_backward=result.nfe_backward, seconds=seconds,
-            image_rmse=image_rmse(regen[part], target).cpu().numpy(),
-            psnr=psnr(regen[part], target).cpu().numpy(),
-            latent_rmse=None if s.true_noise is None else rmse(inverted, s.true_noise).cpu().numpy(),
-            diverged=diverged[part], inverted=inverted, regenerated=regen[part],
-            extra={"sampler": sampler},
-        )
+    out: dict[str, dict[str, SetResult]] = {}
+    for sampler in samplers:
+        regen = model.decode(regenerate(model, result.latents, grid, result.guidance, sampler,
+                                        callback=regen_callback, progress=progress))
+        out[sampler] = {}
+        offset = 0
+        for s in items:
+            part = slice(offset, offset + len(s))
+            offset += len(s)
+            target = s.images.to(regen.device, regen.dtype)
+            inverted = result.latents[part]
+            out[sampler][s.name] = SetResult(
+                case=s.name, method=method, scale=scale, steps=len(grid) - 1, nfe=result.nfe,
+                nfe_backward=result.nfe_backward, seconds=seconds,
+                image_rmse=image_rmse(regen[part], target).cpu().numpy(),
+                psnr=psnr(regen[part], target).cpu().numpy(),
+                latent_rmse=None if s.true_noise is None else rmse(inverted, s.true_noise).cpu().numpy(),
+                diverged=diverged[part], inverted=inverted, regenerated=regen[part], extra={"sampler": sampler},
+            )
     return out
 
 

@@ -76,7 +76,7 @@ def to_display(images: torch.Tensor) -> np.ndarray:
 
 
 def image_rows(rows: Sequence[torch.Tensor], row_titles: Sequence[str], col_titles: Sequence[str] | None = None,
-               max_cols: int = 10, scale: float = 0.9, dpi: int = 72):
+               max_cols: int = 10, scale: float = 0.9, dpi: int = 100):
     """A grid of images: one row per tensor batch, at most ``max_cols`` columns."""
     import matplotlib.pyplot as plt
 
@@ -92,9 +92,9 @@ def image_rows(rows: Sequence[torch.Tensor], row_titles: Sequence[str], col_titl
             else:
                 ax.axis("off")
             if c == 0:
-                ax.set_ylabel(title, rotation=0, ha="right", va="center", fontsize=8)
+                ax.set_ylabel(title, rotation=0, ha="right", va="center", fontsize=9)
             if r == 0 and col_titles is not None and c < len(col_titles):
-                ax.set_title(col_titles[c], fontsize=7)
+                ax.set_title(col_titles[c], fontsize=9)
     fig.tight_layout(pad=0.2)
     return fig
 

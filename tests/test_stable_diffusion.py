@@ -286,6 +286,67 @@ def test_load_from_local_folder_round_trip(saved_folder) -> None:
     assert torch.equal(loaded.predict_noise(z, labels, emb), tiny.predict_noise(z, labels, emb))
 
 
+@pytest.fixture(scope="module")
+def fp16_variant_folder(saved_folder, tmp_path_factory) -> tuple[Path, StableDiffusionModel]:
+    """``saved_folder`` plus an ``fp16`` variant of other weights (seed 6), to tell the files apart."""
+    other = build_tiny_stable_diffusion(seed=6, prediction_type="v_prediction")
+    folder = shutil.copytree(saved_folder[0], tmp_path_factory.mktemp("tiny-sd-fp16") / "sd")
+    for name in ("unet", "vae", "text_encoder"):
+        getattr(other, name).to(torch.float16).save_pretrained(folder / name, variant="fp16")
+    assert (folder / "unet" / "diffusion_pytorch_model.fp16.safetensors").is_file()
+    return folder, other
+
+
+def _same_weights(module: torch.nn.Module, reference: torch.nn.Module, half: bool) -> bool:
+    ref = {k: (v.half().float() if half else v) for k, v in reference.state_dict().items()}
+    got = module.state_dict()
+    return all(torch.equal(got[k].float(), ref[k].float()) for k in ref if ref[k].is_floating_point())
+
+
+def test_auto_variant_is_fp16_only_for_fp16_on_cuda() -> None:
+    from cfginv_lite.models.stable_diffusion import _auto_variant
+
+    assert _auto_variant(torch.device("cuda"), torch.float16) == "fp16"
+    assert _auto_variant(torch.device("cuda"), torch.float32) is None
+    assert _auto_variant(torch.device("cuda"), torch.bfloat16) is None
+    assert _auto_variant(torch.device("cpu"), torch.float32) is None
+
+
+def test_fp16_variant_is_read_when_present(fp16_variant_folder, saved_folder, monkeypatch: pytest.MonkeyPatch) -> None:
+    import cfginv_lite.models.stable_diffusion as sd
+
+    folder, other = fp16_variant_folder
+    plain = saved_folder[1]
+    # explicit: the fp16 files, upcast into the float32 model (the VAE always stays float32)
+    loaded = load_stable_diffusion(folder, device="cpu", image_size=64, variant="fp16")
+    assert loaded.vae.dtype == torch.float32 and loaded.dtype == torch.float32
+    for name in ("unet", "vae", "text_encoder"):
+        assert _same_weights(getattr(loaded, name), getattr(other, name), half=True), name
+    # "auto" on the CPU (fp32): the plain files, although a variant exists
+    loaded = load_stable_diffusion(folder, device="cpu", image_size=64)
+    assert all(_same_weights(getattr(loaded, n), getattr(plain, n), half=False) for n in ("unet", "vae"))
+    # "auto" where it asks for fp16 (fp16 on CUDA; simulated here): the variant files
+    monkeypatch.setattr(sd, "_auto_variant", lambda device, dtype: "fp16")
+    loaded = load_stable_diffusion(folder, device="cpu", image_size=64)
+    for name in ("unet", "vae", "text_encoder"):
+        assert _same_weights(getattr(loaded, name), getattr(other, name), half=True), name
+    # variant=None: always the plain files
+    loaded = load_stable_diffusion(folder, device="cpu", image_size=64, variant=None)
+    assert _same_weights(loaded.unet, plain.unet, half=False)
+
+
+def test_fp16_variant_falls_back_to_plain_files(saved_folder, monkeypatch: pytest.MonkeyPatch) -> None:
+    import cfginv_lite.models.stable_diffusion as sd
+
+    folder, plain = saved_folder  # no fp16 files
+    monkeypatch.setattr(sd, "_auto_variant", lambda device, dtype: "fp16")
+    loaded = load_stable_diffusion(folder, device="cpu", image_size=64)  # "auto": falls back
+    for name in ("unet", "vae", "text_encoder"):
+        assert _same_weights(getattr(loaded, name), getattr(plain, name), half=False), name
+    with pytest.raises(ModelNotAvailableError, match="the 'text_encoder' component"):
+        load_stable_diffusion(folder, device="cpu", image_size=64, variant="fp16")  # explicit: strict
+
+
 @pytest.mark.parametrize("component", ["scheduler", "tokenizer", "text_encoder", "vae", "unet"])
 def test_incomplete_local_folder(saved_folder, component: str, tmp_path) -> None:
     folder = shutil.copytree(saved_folder[0], tmp_path / "sd")
