@@ -109,7 +109,9 @@ def test_rewrite_on_the_batched_network(setup, name, options, splits):
         _same_bookkeeping(rows, old_rows)
     else:  # measured on this model: max |new - old| 3.6e-6 .. 5.8e-6 (latents of std ~1)
         assert torch.allclose(new, old, rtol=0, atol=5e-5), float((new - old).abs().max())
-        _same_bookkeeping(rows, old_rows, atol=1e-6)  # same decisions, residuals to rounding
+        # Same decisions; residuals agree to the rounding of the latents (1e-6 held natively but was
+        # too tight on the baseline x86-64 code paths, ATEN_CPU_CAPABILITY=default).
+        _same_bookkeeping(rows, old_rows, atol=2e-5)
 
 
 def test_every_method_at_its_defaults_is_bit_identical_per_image(setup):

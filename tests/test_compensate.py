@@ -247,8 +247,16 @@ def _scripted_run(errors, n, mode, thr=3.0, tol=1.0, strength=0.9):
     return z, rows[1], model
 
 
+# The scripted errors come back through float arithmetic (rounded at the last bit), so exact
+# ties - two equal errors, an error equal to the threshold 3, or a difference equal to the
+# decay tolerance 1 - may break either way and the oracle cannot say which. Errors on a grid
+# of step 0.03 offset by 0.01 are distinct and never tie with 3 or differ by exactly 1.
+_tie_free_errors = st.lists(st.integers(0, 666), min_size=6, max_size=6, unique=True).map(
+    lambda xs: [0.03 * x + 0.01 for x in xs])
+
+
 @settings(max_examples=40, deadline=None)
-@given(errors=st.lists(st.lists(st.floats(0.0, 20.0), min_size=6, max_size=6), min_size=2, max_size=2),
+@given(errors=st.lists(_tie_free_errors, min_size=2, max_size=2),
        n=st.integers(0, 6), mode=st.sampled_from(["faithful", "intended"]))
 def test_original_control_flow_matches_the_reference(errors, n, mode):
     z, row, model = _scripted_run(errors, n, mode)
