@@ -266,11 +266,6 @@ def paired_ratio(a: Any, b: Any, *, n_boot: int = 2000, seed: int = 0) -> Spread
     return spread(x / y, n_boot=n_boot, seed=seed)
 
 
-def clearly_greater(a: Any, b: Any) -> bool:
-    """True when the bootstrap 95% intervals of the two medians do not overlap and a's is higher."""
-    return spread(a).ci_low > spread(b).ci_high
-
-
 def summary_row(r: SetResult) -> dict[str, Any]:
     """One table row: cost, median and spread of the image error, latent error, diverged count."""
     s = spread(r.image_rmse)

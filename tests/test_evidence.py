@@ -1,0 +1,68 @@
+"""The statistics and the three input sets behind every comparison in the course."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import cfginv_lite as cl
+from cfginv_lite.data import real_digit_set
+from cfginv_lite.evidence import CASES, digit_sets, evaluate, evaluate_samplers, median_ratio, paired_ratio, spread
+
+
+def test_spread_reports_median_quartiles_and_an_interval_that_contains_the_median():
+    values = np.arange(1.0, 101.0)                     # 1..100
+    s = spread(values)
+    assert s.median == 50.5 and s.q25 == pytest.approx(25.75) and s.q75 == pytest.approx(75.25) and s.n == 100
+    assert s.ci_low < s.median < s.ci_high
+    assert spread(values, seed=1).median == s.median   # the bootstrap seed moves only the interval
+
+
+def test_spread_interval_shrinks_with_more_images():
+    rng = np.random.default_rng(0)
+    small, large = spread(rng.lognormal(size=20)), spread(rng.lognormal(size=2000))
+    assert (large.ci_high - large.ci_low) < (small.ci_high - small.ci_low) / 3
+
+
+@pytest.mark.parametrize("bad, match", [([], "empty"), ([1.0, np.nan], "non-finite")])
+def test_spread_rejects_what_it_cannot_summarise(bad, match):
+    with pytest.raises(ValueError, match=match):
+        spread(bad)
+
+
+def test_ratios_paired_and_unpaired():
+    rng = np.random.default_rng(0)
+    a = rng.lognormal(size=200)
+    r = paired_ratio(2 * a, a)                          # every image exactly twice as bad
+    assert r.median == pytest.approx(2.0) and r.ci_low == pytest.approx(2.0) and r.ci_high == pytest.approx(2.0)
+    u = median_ratio(2 * a, a)
+    assert u.median == pytest.approx(2.0) and u.ci_low < 2.0 < u.ci_high   # unpaired: images resampled apart
+    with pytest.raises(ValueError, match="same images"):
+        paired_ratio(a, a[:10])
+
+
+def test_real_digit_set_draws_distinct_images_per_digit():
+    images, labels = real_digit_set(10, seed=0)
+    assert images.shape == (100, 1, 8, 8) and labels == [d for d in range(10) for _ in range(10)]
+    assert len({tuple(x.flatten().tolist()) for x in images}) == 100
+    again, _ = real_digit_set(10, seed=0)
+    assert torch.equal(images, again)
+    with pytest.raises(ValueError, match="per_digit"):
+        real_digit_set(0)
+
+
+def test_three_cases_and_one_batched_evaluation(digits_model):
+    grid = cl.timestep_grid(3)
+    sets = digit_sets(digits_model, 5.0, grid, per_digit=1, seed=0)
+    assert list(sets) == list(CASES)
+    assert torch.equal(sets["decoded"].images, sets["latent"].images)       # same generated digits
+    assert torch.equal(sets["decoded"].latents, sets["latent"].images)      # decoded = clamped latents
+    assert sets["latent"].true_noise is not None and sets["real"].true_noise is None
+    both = evaluate_samplers(digits_model, sets, 5.0, grid, method="naive")
+    ddim = evaluate(digits_model, sets, 5.0, grid, method="naive")
+    for case in CASES:
+        assert np.array_equal(both["ddim"][case].image_rmse, ddim[case].image_rmse)   # one inversion, reused
+        assert ddim[case].image_rmse.shape == (10,) and ddim[case].nfe == 2 * 3
+    assert ddim["latent"].latent_rmse.shape == (10,) and ddim["real"].latent_rmse is None
+    with pytest.raises(ValueError, match="cases"):
+        digit_sets(digits_model, 5.0, grid, cases=["photos"])
