@@ -11,12 +11,10 @@ early (an error, or Ctrl-C) still prints, and writes, the rows it finished. ``--
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
 from tqdm.auto import tqdm
 
 from .validation import check_int, check_seed

@@ -162,6 +162,9 @@ def evaluate_samplers(model: Any, sets: Mapping[str, InputSet] | Sequence[InputS
     samplers = list(samplers)
     if not samplers or any(smp not in ("ddim", "lms") for smp in samplers):
         raise ValueError(f"samplers must be 'ddim' and/or 'lms', got {samplers}")
+    for s in items:
+        if len(s) != s.latents.shape[0]:
+            raise ValueError(f"input set {s.name!r} has {len(s)} prompts for {s.latents.shape[0]} latents")
     latents = torch.cat([s.latents for s in items])
     prompts = [p for s in items for p in s.prompts]
     guidance = make_guidance(model, prompts, scale)

@@ -5,7 +5,6 @@ Kept here, not in the notebooks, so that a notebook cell reads as the idea
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -13,9 +12,7 @@ import torch
 
 from .validation import as_prompt_list, check_seed
 from .data import digit_prompt
-from .ddim import Guidance, StepCallback, check_guidance_scale, make_guidance, sample_ddim
-from .methods import InversionResult, run_method
-from .metrics import image_rmse, psnr, rmse
+from .ddim import Guidance, StepCallback, make_guidance, sample_ddim
 
 
 def seeded_noise(shape: Sequence[int], seed: int, device: str | torch.device = "cpu",
@@ -102,31 +99,27 @@ def reconstruct_samplers(model: Any, images: torch.Tensor, prompts: Sequence[str
                          samplers: Sequence[str] = ("ddim", "lms"), callback: StepCallback | None = None,
                          regen_callback: StepCallback | None = None, progress: bool = False,
                          **options: Any) -> dict[str, Reconstruction]:
-    """Like :func:`reconstruct`, but invert **once** and regenerate with each of ``samplers``."""
-    from .sampling import regenerate
+    """Like :func:`reconstruct`, but invert **once** and regenerate with each of ``samplers``.
 
-    scale = check_guidance_scale(scale)
-    grid = list(grid)
-    bad = [s for s in samplers if s not in ("ddim", "lms")]
-    if bad or not samplers:
-        raise ValueError(f"samplers must be 'ddim' and/or 'lms', got {list(samplers)}")
-    guidance = make_guidance(model, as_prompt_list(prompts), scale)  # a string is one prompt
-    latents = model.encode(images)
-    start = time.perf_counter()
-    result: InversionResult = run_method(method, model, latents, grid, guidance, callback=callback,
-                                         progress=progress, **options)
-    seconds = time.perf_counter() - start
+    The encoded ``images`` go through the course's one invert -> regenerate -> measure pipeline,
+    :func:`cfginv_lite.evidence.evaluate_samplers`; one prompt is used for every image.
+    """
+    from .evidence import InputSet, evaluate_samplers   # evidence builds its sets with generate() above
+
+    prompts = as_prompt_list(prompts)                  # a string is one prompt
+    batch = images.shape[0] if isinstance(images, torch.Tensor) and images.ndim == 4 else None
+    if batch is not None and len(prompts) == 1 and batch > 1:
+        prompts = prompts * batch
+    inputs = InputSet("images", model.encode(images), images, prompts, [], true_noise)
+    by_sampler = evaluate_samplers(model, [inputs], scale, grid, method, samplers=samplers, callback=callback,
+                                   regen_callback=regen_callback, progress=progress, **options)
     out = {}
-    for sampler in samplers:
-        regen_latents = regenerate(model, result.latents, grid, result.guidance, sampler,
-                                   callback=regen_callback, progress=progress)
-        regenerated = model.decode(regen_latents)
-        target = images.to(regenerated.device, regenerated.dtype)
+    for sampler, results in by_sampler.items():
+        r = results["images"]
         out[sampler] = Reconstruction(
-            method=method, scale=scale, steps=len(grid) - 1, nfe=result.nfe, nfe_backward=result.nfe_backward,
-            seconds=seconds, inverted=result.latents, regenerated=regenerated,
-            image_rmse=image_rmse(regenerated, target).cpu(), psnr=psnr(regenerated, target).cpu(),
-            latent_rmse=None if true_noise is None else rmse(result.latents, true_noise).cpu(),
+            method=method, scale=r.scale, steps=r.steps, nfe=r.nfe, nfe_backward=r.nfe_backward, seconds=r.seconds,
+            inverted=r.inverted, regenerated=r.regenerated, image_rmse=torch.from_numpy(r.image_rmse),
+            psnr=torch.from_numpy(r.psnr), latent_rmse=None if r.latent_rmse is None else torch.from_numpy(r.latent_rmse),
             extra={"sampler": sampler},
         )
     return out

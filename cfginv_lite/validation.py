@@ -102,6 +102,16 @@ def check_choice(name: str, value: T, choices: Collection[T]) -> T:
     return value
 
 
+def batch_labels(labels: Any, batch: int) -> torch.Tensor:
+    """Timestep labels as a float32 ``(batch,)`` tensor: one label for every latent, or one for all."""
+    labels = torch.as_tensor(labels, dtype=torch.float32).reshape(-1)
+    if labels.numel() == 1:
+        labels = labels.expand(batch)
+    if labels.numel() != batch:
+        raise ValueError(f"{labels.numel()} timestep labels for a batch of {batch} latents")
+    return labels
+
+
 def check_seed(seed: Any, name: str = "seed") -> int:
     """A seed is an integer in ``[0, 2**64 - 1]`` (what torch's and numpy's generators accept)."""
     if not _is_integer(seed):
@@ -157,5 +167,5 @@ def check_image_batch(images: Any, *, channels: int, what: str = "images") -> to
     return images
 
 
-__all__ = ["SEED_MAX", "as_prompt_list", "check_choice", "check_fraction", "check_image_batch", "check_int",
+__all__ = ["SEED_MAX", "as_prompt_list", "batch_labels", "check_choice", "check_fraction", "check_image_batch", "check_int",
            "check_optional_real", "check_positive", "check_real", "check_seed"]

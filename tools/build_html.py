@@ -34,7 +34,6 @@ import argparse
 import html
 import json
 import re
-import shutil
 import subprocess
 import sys
 import tarfile

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..validation import as_prompt_list, check_image_batch
+from ..validation import as_prompt_list, batch_labels, check_image_batch
 from ..devices import resolve_device
 from ..schedule import SD1_SCHEDULER_CONFIG, alphas_cumprod_from_config
 
@@ -144,11 +144,7 @@ class DigitsModel:
         :class:`~cfginv_lite.models.stable_diffusion.StableDiffusionModel` does.
         """
         batch = latents.shape[0]
-        labels = torch.as_tensor(labels, dtype=torch.float32).reshape(-1)
-        if labels.numel() == 1:
-            labels = labels.expand(batch)
-        if labels.numel() != batch:
-            raise ValueError(f"{labels.numel()} timestep labels for a batch of {batch} latents")
+        labels = batch_labels(labels, batch)
         # Gradients flow only when a caller enables them (null-text inversion does).
         out = self.unet(latents.to(self.device, self.dtype), labels.to(self.device),
                         encoder_hidden_states=embeddings.to(self.device, self.dtype)).sample

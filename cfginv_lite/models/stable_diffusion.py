@@ -23,7 +23,6 @@ Conventions (the same for every model of the package):
 from __future__ import annotations
 
 import contextlib
-import json
 import numbers
 import os
 from pathlib import Path
@@ -32,10 +31,10 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..validation import as_prompt_list, check_image_batch
+from ..validation import as_prompt_list, batch_labels, check_image_batch
 from ..ddim import abar_at, v_to_epsilon
 from ..devices import resolve_device  # re-exported here: it lived in this module before
-from ..schedule import SD1_SCHEDULER_CONFIG, alphas_cumprod_from_config
+from ..schedule import alphas_cumprod_from_config
 
 DEFAULT_MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
@@ -240,11 +239,7 @@ class StableDiffusionModel:
         Gradients flow when the caller enables them (null-text inversion optimises embeddings).
         """
         batch = latents.shape[0]
-        labels = torch.as_tensor(labels, dtype=torch.float32).reshape(-1)
-        if labels.numel() == 1:
-            labels = labels.expand(batch)
-        if labels.numel() != batch:
-            raise ValueError(f"{labels.numel()} timestep labels for a batch of {batch} latents")
+        labels = batch_labels(labels, batch)
         with oom_hint(f"a UNet call (batch {batch}, latents {tuple(latents.shape[1:])}, {self.dtype})"):
             out = self.unet(latents.to(self.device, self.dtype), labels.to(self.device),
                             encoder_hidden_states=embeddings.to(self.device, self.dtype)).sample
