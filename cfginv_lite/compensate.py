@@ -53,7 +53,7 @@ from tqdm.auto import tqdm
 
 from .ddim import FiniteGuard, Guidance, StepCallback, Stop, check_grid, check_latents, guided_noise, move
 from .metrics import is_collapsed  # noqa: F401  (kept importable from here for the notebooks)
-from .validation import check_choice, check_fraction, check_int, check_optional_real, check_positive
+from .validation import check_bool, check_choice, check_fraction, check_int, check_optional_real, check_positive
 
 #: Elements of the latent the seed's absolute thresholds were tuned on (4x64x64, SD at 512 px).
 REFERENCE_NUMEL = 4 * 64 * 64
@@ -176,7 +176,7 @@ def _anderson_mix(hist_x: torch.Tensor, hist_g: torch.Tensor, count: torch.Tenso
 # --------------------------------------------------------------------------- option checks
 def _check_original(grid: list[int], num_train_timesteps: int, refine_iterations: Any, refine_strength: Any,
                     refine_skip: Any, tless_factor: Any, error_threshold: Any, decay_tolerance: Any, lr_decay: Any,
-                    lr_decay_mode: Any, divergence_factor: Any) -> tuple:
+                    lr_decay_mode: Any, divergence_factor: Any, integer_labels: Any = False) -> tuple:
     """The options as Python numbers (numpy scalars accepted), in signature order."""
     opts = (check_int("refine_iterations", refine_iterations, 0), check_positive("refine_strength", refine_strength),
             check_fraction("refine_skip", refine_skip), check_optional_real("tless_factor", tless_factor),
@@ -184,21 +184,27 @@ def _check_original(grid: list[int], num_train_timesteps: int, refine_iterations
             check_positive("decay_tolerance", decay_tolerance, allow_zero=True),
             check_positive("lr_decay", lr_decay, high=1.0),
             check_choice("lr_decay_mode", lr_decay_mode, ("faithful", "intended")),
-            check_optional_real("divergence_factor", divergence_factor, low=1.0, low_open=True))
+            check_optional_real("divergence_factor", divergence_factor, low=1.0, low_open=True),
+            check_bool("integer_labels", integer_labels))
     steps, top = len(grid) - 1, num_train_timesteps - 1
     for i in range(steps):  # abar_at would clamp a label outside the schedule silently
-        label = _original_labels(grid[i], grid[i + 1], opts[3])[0]
+        label = _original_labels(grid[i], grid[i + 1], opts[3], opts[9])[0]
         if opts[0] and i > steps * opts[2] and not 0 <= label <= top:
             raise ValueError(f"tless_factor={tless_factor!r} gives the label {label:g} at step {i} "
                              f"({grid[i]} -> {grid[i + 1]}), outside the schedule's levels [0, {top}]")
     return opts
 
 
-def _original_labels(t: int, t1: int, tless_factor: float | None) -> tuple[float, float]:
-    """``(tless, t)`` with ``tless = t - (t1 - t) * factor``; ``None``: the destination ``t1`` twice."""
+def _original_labels(t: int, t1: int, tless_factor: float | None, integer: bool = False) -> tuple[float, float]:
+    """``(tless, t)`` with ``tless = t - (t1 - t) * factor``; ``None``: the destination ``t1`` twice.
+
+    ``integer=True`` rounds ``tless`` half up to a whole level: the network was trained on
+    integer labels only, so this control tells the offset apart from the fractional label.
+    """
     if tless_factor is None:
         return float(t1), float(t1)
-    return t - (t1 - t) * float(tless_factor), float(t)
+    tless = t - (t1 - t) * float(tless_factor)
+    return (float(math.floor(tless + 0.5)) if integer else tless), float(t)
 
 
 def _check_fixed_point(iterations: Any, damping: Any, average_last: Any, skip: Any, tol: Any,
@@ -230,6 +236,7 @@ def invert_original(
     lr_decay: float = 0.9,
     lr_decay_mode: LrDecayMode = "faithful",
     divergence_factor: float | None = None,
+    integer_labels: bool = False,
     callback: StepCallback | None = None,
     progress: bool = True,
 ) -> torch.Tensor:
@@ -258,6 +265,8 @@ def invert_original(
     * ``tless_factor=None`` uses the "numerically correct" destination label ``t1`` for
       both branches (the author: ``tless``/``t`` "produces way better results in practice").
       A factor whose ``tless`` falls outside the schedule's levels raises ``ValueError``.
+    * ``integer_labels=True`` (not in the original) rounds ``tless`` to a whole level, a
+      control for the fractional labels the network never saw in training (notebook 04).
 
     Units: ``error_threshold`` (5) and ``decay_tolerance`` (1) are absolute ``sum(|.|)``
     values tuned on a 4x64x64 latent (16384 elements), scaled here by ``numel / 16384``
@@ -271,9 +280,9 @@ def invert_original(
     z = check_latents(model, latents)
     grid = check_grid(timesteps, len(model.alphas_cumprod))
     (refine_iterations, refine_strength, refine_skip, tless_factor, error_threshold, decay_tolerance, lr_decay,
-     lr_decay_mode, divergence_factor) = _check_original(
+     lr_decay_mode, divergence_factor, integer_labels) = _check_original(
         grid, len(model.alphas_cumprod), refine_iterations, refine_strength, refine_skip, tless_factor,
-        error_threshold, decay_tolerance, lr_decay, lr_decay_mode, divergence_factor)
+        error_threshold, decay_tolerance, lr_decay, lr_decay_mode, divergence_factor, integer_labels)
     abar, steps, batch, numel, dev = model.alphas_cumprod, len(grid) - 1, z.shape[0], z[0].numel(), z.device
     threshold, tolerance = scaled_threshold(error_threshold, numel), scaled_threshold(decay_tolerance, numel)
     guard, nfe = FiniteGuard(dev), torch.zeros(batch, dtype=torch.long, device=dev)
@@ -283,7 +292,7 @@ def invert_original(
         noise = guided_noise(model, z, t, t, guidance).guided            # 1. naive step, source label
         zr = best = move(z, noise, a_t, a_t1)
         n = refine_iterations if i > steps * refine_skip else 0          # 2. refine the noisiest steps
-        labels = _original_labels(t, t1, tless_factor) if n else (float(t), float(t))
+        labels = _original_labels(t, t1, tless_factor, integer_labels) if n else (float(t), float(t))
         min_err = torch.full((batch,), 1e10, dtype=torch.float64, device=dev)
         lr = torch.full((batch,), refine_strength, dtype=torch.float64, device=dev)
         active = torch.full((batch,), n > 0, device=dev)

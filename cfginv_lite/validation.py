@@ -12,6 +12,7 @@ import math
 import numbers
 from typing import Any, Collection, TypeVar
 
+import numpy as np
 import torch
 
 T = TypeVar("T")
@@ -93,6 +94,13 @@ def check_fraction(name: str, value: Any) -> float:
 def check_optional_real(name: str, value: Any, **bounds: Any) -> float | None:
     """``None``, or :func:`check_real` with ``bounds``."""
     return None if value is None else check_real(name, value, **bounds)
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """``True`` or ``False`` (numpy booleans accepted; 0/1 and strings refused: ``"no"`` is truthy)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def check_choice(name: str, value: T, choices: Collection[T]) -> T:

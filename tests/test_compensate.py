@@ -319,6 +319,27 @@ def test_original_no_tless_uses_the_destination_label_and_zero_iterations_is_nai
     assert torch.equal(z0, invert_naive(model, x, grid, g, label="source", progress=False))
 
 
+def test_integer_labels_round_tless_half_up_and_change_nothing_else():
+    model = MatrixModel(seed=6)
+    grid, x, g = timestep_grid(20), _latents(2, 6), model.guidance(3.0)
+    frac: list[dict] = []
+    whole: list[dict] = []
+    invert_original(model, x, grid, g, callback=frac.append, progress=False)
+    invert_original(model, x, grid, g, integer_labels=True, callback=whole.append, progress=False)
+    refined = [i for i, r in enumerate(frac) if (r["stopped"] != Stop.SKIPPED).all()]
+    assert refined == list(range(15, 20))
+    for i in refined:
+        tless = frac[i]["label_uncond"]
+        assert tless != int(tless), "at 20 steps the original's tless is fractional (t - 12.25 or t - 12.5)"
+        assert whole[i]["label_uncond"] == math.floor(tless + 0.5)
+        assert whole[i]["label_cond"] == frac[i]["label_cond"] == frac[i]["t_from"]
+    for i in range(15):  # unrefined steps are the same naive steps
+        assert torch.equal(whole[i]["latent"], frac[i]["latent"])
+    z_none = invert_original(model, x, grid, g, tless_factor=None, progress=False)
+    assert torch.equal(z_none, invert_original(model, x, grid, g, tless_factor=None, integer_labels=True,
+                                               progress=False)), "destination labels are whole already"
+
+
 def test_fixed_point_skip_rule():
     model = MatrixModel(seed=7)
     grid, x, g = timestep_grid(10), _latents(1, 7), model.guidance(2.0)
@@ -419,6 +440,8 @@ def test_is_collapsed_flags_grey_images():
     (invert_original, dict(tless_factor=float("nan")), "tless_factor must be a finite real number, got nan"),
     (invert_original, dict(error_threshold=float("inf")), "error_threshold must be a finite real number >= 0, got inf"),
     (invert_original, dict(lr_decay=np.bool_(True)), "lr_decay must be a finite real number"),
+    (invert_original, dict(integer_labels=1), "integer_labels must be True or False, got 1"),
+    (invert_original, dict(integer_labels="no"), "integer_labels must be True or False, got 'no'"),
     (invert_fixed_point, dict(iterations=-2), "iterations must be an integer >= 0"),
     (invert_fixed_point, dict(iterations=2.0), "iterations must be an integer >= 0, got 2.0"),
     (invert_fixed_point, dict(damping=0.0), "damping must be a finite real number in "),
