@@ -1,11 +1,19 @@
 """Shared fixtures: an analytic model with a known exact inverse, and the shipped digits model."""
 from __future__ import annotations
 
+import os
 
 import pytest
 import torch
 
 from cfginv_lite.schedule import SD1_SCHEDULER_CONFIG, alphas_cumprod_from_config
+
+# Under pytest-xdist (the README's test command runs `-n auto`) each worker runs its own tests
+# and notebook kernels (which inherit this environment): one thread per worker keeps N workers
+# on N cores instead of N x N threads fighting for them. An explicit OMP_NUM_THREADS wins.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 

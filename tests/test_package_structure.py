@@ -1,7 +1,8 @@
-"""The package's module graph: no import cycle, one registry that needs no extra import."""
+"""The package's module graph (no import cycle, one registry that needs no extra import), and CI runs the README's test command."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +68,16 @@ def test_registry_is_complete_on_import():
     code = ("import sys; from cfginv_lite.methods import METHODS; "
             "sys.exit(0 if {'naive', 'original', 'anderson', 'null-text', 'negative-prompt'} <= set(METHODS) else 1)")
     assert subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent, timeout=120).returncode == 0
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    """`.ci/run` must run the command a reader copies from the README, not a private variant."""
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    commands = re.findall(r"(python3 -m pytest [^\n`]+)", readme)
+    assert len(set(commands)) == 1, f"the README should give one test command, found {commands}"
+    ci = (root / ".ci" / "run").read_text()
+    body = re.search(r"readme_tests\(\) \{\n\s*(.+?)\n\}", ci).group(1).strip()
+    assert body == commands[0].strip()
+    assert ci.count("readme_tests >") + ci.count("readme_tests>") == 2, "run it natively and on the baseline paths"
+    assert "ATEN_CPU_CAPABILITY=default" in ci and "ONEDNN_MAX_CPU_ISA=SSE41" in ci
