@@ -7,6 +7,7 @@ import torch
 
 import cfginv_lite as cl
 from cfginv_lite.data import load_digit_images, train_digit_classifier
+from cfginv_lite.evidence import digit_sets, evaluate, median_ratio, spread
 from cfginv_lite.experiment import digit_prompts, generate, reconstruct
 from protocol_check import assert_implements_protocol
 
@@ -60,16 +61,18 @@ def test_quality_gate_classifier_recognises_generated_digits(digits_model):
 
 
 def test_phenomenon_gate_naive_inversion_breaks_at_high_cfg(digits_model):
-    """Generated at w, inverted naively at w (20 steps): RMSE at w=7.5 >= 2x RMSE at w=1."""
-    prompts, _ = digit_prompts(2)
+    """100 real digits inverted naively (20 steps): the median error at w=7.5 is >= 4x that at w=1.
+
+    Notebook 02 measures x8.6 (bootstrap 95% interval 7.8-10.3) with these inputs; the gate asks
+    for half of it, so a retrained model keeps the phenomenon the course is about.
+    """
     grid = cl.timestep_grid(20)
-    errors = {}
-    for w in (1.0, 7.5):
-        gen = generate(digits_model, prompts, w, grid, seed=0)
-        rec = reconstruct(digits_model, gen.images, prompts, w, grid, true_noise=gen.noise)
-        errors[w] = float(rec.image_rmse.mean())
-    print(f"naive image RMSE, 20 steps: w=1 {errors[1.0]:.4f}, w=7.5 {errors[7.5]:.4f}")
-    assert errors[7.5] >= 2 * errors[1.0]
+    real = digit_sets(digits_model, 7.5, grid, per_digit=10, seed=0, cases=["real"])
+    errors = {w: evaluate(digits_model, real, w, grid, method="naive")["real"].image_rmse for w in (1.0, 7.5)}
+    ratio = median_ratio(errors[7.5], errors[1.0])
+    print(f"naive image RMSE on 100 real digits, 20 steps: w=1 {spread(errors[1.0])}, w=7.5 {spread(errors[7.5])}; "
+          f"ratio of medians {ratio.median:.2f} (95% interval {ratio.ci_low:.2f}-{ratio.ci_high:.2f})")
+    assert ratio.ci_low >= 4
 
 
 def test_naive_inversion_at_cfg1_many_steps_reconstructs(digits_model):
