@@ -8,9 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
-from .validation import as_prompt_list, check_seed
+from .validation import as_prompt_list, check_int, check_seed
 from .data import digit_prompt
 from .ddim import Guidance, StepCallback, make_guidance, sample_ddim
 
@@ -24,9 +25,11 @@ def seeded_noise(shape: Sequence[int], seed: int, device: str | torch.device = "
 
 def digit_prompts(images_per_digit: int = 1, digits: Sequence[int] = range(10)) -> tuple[list[str], list[int]]:
     """Prompts ``"a handwritten digit <name>"``, ``images_per_digit`` of each requested digit."""
-    if images_per_digit < 1:
-        raise ValueError(f"images_per_digit must be >= 1, got {images_per_digit}")
-    labels = [d for d in digits for _ in range(images_per_digit)]
+    images_per_digit = check_int("images_per_digit", images_per_digit, 1)   # 2.5, True, "3": a clear error
+    digits = list(digits)
+    if any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or not 0 <= d <= 9 for d in digits):
+        raise ValueError(f"digits must be whole numbers from 0 to 9, got {digits}")
+    labels = [int(d) for d in digits for _ in range(images_per_digit)]
     return [digit_prompt(d) for d in labels], labels
 
 

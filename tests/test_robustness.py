@@ -764,3 +764,17 @@ def test_fuzz_trainer_arguments(tokens):
         assert 0 <= seen["dropout"] < 1 and math.isfinite(seen["lr"]) and 0 <= seen["seed"] < 2**64
     else:
         assert code in (0, 2)
+
+
+@pytest.mark.parametrize("args, message", [
+    ((2.5,), "images_per_digit must be an integer >= 1, got 2.5"),
+    ((True,), "images_per_digit must be an integer >= 1, got True"),
+    ((0,), "images_per_digit must be an integer >= 1, got 0"),
+    ((1, [10]), "digits must be whole numbers from 0 to 9"),
+    ((1, [3.0]), "digits must be whole numbers from 0 to 9"),
+])
+def test_digit_prompts_rejects_bad_counts_and_digits(args, message):
+    from cfginv_lite.experiment import digit_prompts
+    with pytest.raises(ValueError, match=message):
+        digit_prompts(*args)
+    assert digit_prompts(2, [7]) == (["a handwritten digit seven"] * 2, [7, 7])
