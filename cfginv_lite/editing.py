@@ -212,7 +212,7 @@ def edit(
 
     ``guidance`` is what the inversion returned (its ``cond`` is the source prompt; null-text's
     per-step unconditional embeddings and negative-prompt's source-as-unconditional are used
-    for both rows, as in Mokady et al. 2023, sec. 4). ``target``: prompts, or their
+    for both rows, as Mokady et al. 2023 do when they edit with prompt-to-prompt). ``target``: prompts, or their
     embeddings ``(B|1, L, D)``. Per sampling step ``i`` (noisiest first) one batched call
     evaluates ``[uncond, uncond, source, target]`` on ``[z_src, z_edit, z_src, z_edit]`` and
     both rows take a DDIM step (DDIM eq. 12, ``sigma = 0``) with their own guided noise
