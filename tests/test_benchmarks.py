@@ -35,3 +35,18 @@ def test_compile_unet_is_opt_in():
                                     compile_unet=True)
     assert compiled.compiled and compiled.unet._orig_mod is tiny.unet  # compiled lazily, on the first call
     assert compiled.latent_shape == tiny.latent_shape
+
+
+def test_editing_benchmark_smoke_test_and_refuses_foreign_files(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "benchmarks/editing.py", "--quick", "--out-dir", str(tmp_path)]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    md = (tmp_path / "editing.md").read_text()
+    assert md.startswith("# Editing real digits") and md.count("| naive") == 4  # 2 methods x 2 taus
+    again = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "kept from" in again.stdout
+    (tmp_path / "editing.md").write_text("my notes\n")
+    refused = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "not written by this script" in refused.stderr
+    assert (tmp_path / "editing.md").read_text() == "my notes\n"

@@ -56,3 +56,42 @@ def test_solver_loops_never_read_a_value_on_the_host(no_checks, solver, options)
     assert len(rows) == 4 and set(model.calls) == {6}  # constant batch shape: 2 branches x 3 images
     for r in rows:  # per-image values stay on the device
         assert all(v.device.type == "meta" for v in r.values() if isinstance(v, torch.Tensor))
+
+
+class _StubUNet:
+    """Just the attention-processor API :func:`cfginv_lite.editing.attention_control` uses."""
+
+    def __init__(self) -> None:
+        self.attn_processors = {"mid.attn2.processor": object()}
+
+    def set_attn_processor(self, processors) -> None:
+        self.attn_processors = dict(processors)
+
+
+def test_edit_loop_never_reads_a_value_on_the_host(no_checks, monkeypatch):
+    from cfginv_lite import editing
+
+    monkeypatch.setattr(editing, "check_latents", lambda model, latents: latents)
+    model = MetaModel()
+    model.unet = _StubUNet()
+    z = torch.empty(3, *model.latent_shape, device="meta")
+    emb = torch.empty(1, 77, 8, device="meta")
+    g = ddim.Guidance(cond=emb, uncond=emb, scale=3.0)
+    rows: list[dict] = []
+    out = editing.edit(model, z, timestep_grid(4), g, torch.empty(3, 77, 8, device="meta"), tau=0.5,
+                       callback=rows.append, progress=False)
+    assert out.edited.device.type == "meta" and out.reconstructed.shape == z.shape
+    assert len(rows) == 4 and set(model.calls) == {12}  # one call per step: 2 branches x 2 rows x 3 images
+    assert [r["replaced"] for r in rows] == [True, True, False, False]
+
+
+def test_word_swap_processor_never_reads_a_value_on_the_host():
+    from diffusers.models.attention_processor import Attention, AttnProcessor
+
+    from cfginv_lite.editing import SwapState, WordSwapAttention
+
+    attn = Attention(query_dim=8, cross_attention_dim=6, heads=2, dim_head=4).to("meta")
+    state = SwapState(batch=3, active=True, tokens=torch.ones(5, dtype=torch.bool, device="meta"))
+    out = WordSwapAttention(state, AttnProcessor())(attn, torch.empty(12, 16, 8, device="meta"),
+                                                    torch.empty(12, 5, 6, device="meta"))
+    assert out.device.type == "meta" and out.shape == (12, 16, 8) and state.calls == 1

@@ -234,3 +234,20 @@ def test_explorer_and_montage_on_real_solver_traces() -> None:
     ex = step_explorer([naive], ref, decode=lambda z: z.clip(-1, 1))
     assert ex.slider.max == 3
     assert len(step_montage(naive, ref).axes) == 2 * 4 + 2
+
+
+def test_edit_explorer_links_source_and_target_to_prerendered_panels() -> None:
+    from cfginv_lite.widgets import edit_explorer
+
+    rng = np.random.default_rng(0)
+    src_lab, tgt_lab = [0, 0, 1, 1], [1, 2, 0, 2]
+    imgs = rng.uniform(-1, 1, (4, 1, 8, 8)).astype(np.float32)
+    edits = {"naive": {0.0: imgs, 1.0: -imgs}, "anderson": {0.0: imgs}}
+    ok = {m: {t: np.array([True, False, True, False]) for t in e} for m, e in edits.items()}
+    ex = edit_explorer(imgs, src_lab, tgt_lab, edits, ok, {"naive": imgs, "anderson": imgs})
+    assert ex.taus == [0.0, 1.0] and ex.methods == ["naive", "anderson"]
+    outer = ex.stacks[-1]
+    assert len(outer.children) == 3 and all(len(st.children) == 3 for st in ex.stacks[:-1])
+    assert len(ex.links) == 1 + 3
+    assert "no image" in outer.children[2].children[2].value  # 2 -> 2: nothing edited from a 2
+    assert repr(ex).startswith("EditExplorer(")

@@ -1,0 +1,164 @@
+"""Edit real digits into every other digit: success and preservation per inversion method and tau.
+
+The fuller grid behind notebook 06: ``--per-digit`` real digits of each class, each edited
+into **all nine** other digits (``90 x per_digit`` edits per method and tau), from each
+inversion method at guidance ``--cfg``, with the prompt-to-prompt word swap active for the
+first ``tau`` of the steps (:func:`cfginv_lite.editing.edit`). Per (method, tau): edit
+success (the quality gate's classifier reads the target digit), the style distance to the
+source (:func:`cfginv_lite.editing.style_distance`) as a median with IQR and bootstrap 95%
+interval, and its ratio to a control of unrelated generated target digits.
+
+Results are written to a JSON file after every method (``--resume`` skips methods already
+there) and to a Markdown table; neither is overwritten unless this script wrote it
+(recognised by the JSON's ``"tool"`` key / the Markdown's first line) or ``--force``.
+
+Usage (from the repository root)::
+
+    OMP_NUM_THREADS=1 python benchmarks/editing.py                 # docs/editing.{json,md}
+    python benchmarks/editing.py --quick --out-dir /tmp/ed          # smoke test (seconds)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cfginv_lite import load_model, make_guidance, timestep_grid
+from cfginv_lite.data import digit_prompt, load_digit_images, real_digit_set, train_digit_classifier
+from cfginv_lite.editing import edit, style_distance, style_scales
+from cfginv_lite.evidence import median_ratio, spread
+from cfginv_lite.experiment import generate
+from cfginv_lite.methods import run_method
+from cfginv_lite.outputs import write_text_atomic
+
+TOOL = "benchmarks/editing.py"
+HEADER = "# Editing real digits: success and preservation per inversion method and tau"
+# label -> (registry name, options)
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "naive": ("naive", {}),
+    "naive-destination": ("naive-destination", {}),
+    "original": ("original", {}),
+    "anderson (3 it)": ("anderson", {"iterations": 3}),
+    "null-text (lr 0.05)": ("null-text", {"lr": 0.05}),
+}
+
+
+def _check(path: Path, force: bool, ours: bool) -> None:
+    if path.is_dir():
+        raise SystemExit(f"error: output {path} is a directory")
+    if not path.parent.is_dir():
+        raise SystemExit(f"error: output folder {path.parent} does not exist")
+    if path.exists() and not force and not ours:
+        raise SystemExit(f"error: {path} exists and was not written by this script; pass --force to replace it")
+
+
+def _json_is_ours(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("tool") == TOOL
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _md_is_ours(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.readline().rstrip("\n") == HEADER
+    except OSError:
+        return False
+
+
+def markdown(data: dict[str, Any]) -> str:
+    s = data["settings"]
+    lines = [HEADER, "",
+             f"{s['images']} real digits ({s['per_digit']} per class), each edited into all 9 other digits "
+             f"({s['edits']} edits per row); CFG {s['cfg']}, {s['steps']} DDIM steps; command: `{s['command']}`.",
+             "Control: unrelated target digits generated from fresh noise at the same CFG: success "
+             f"{data['control']['success']:.3f}, style distance {data['control']['style_median']:.3f}.", "",
+             "| method | NFE | recon. RMSE (median) | tau | success | style distance: median [IQR] (95% CI) | / control (95% CI) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in data["rows"]:
+        lines.append(f"| {r['method']} | {r['nfe']} | {r['recon_rmse_median']:.3f} | {r['tau']:g} | {r['success']:.3f} | "
+                     f"{r['style_median']:.3f} [{r['style_q25']:.3f}-{r['style_q75']:.3f}] "
+                     f"({r['style_ci_low']:.3f}-{r['style_ci_high']:.3f}) | {r['to_control']:.2f} "
+                     f"({r['to_control_ci_low']:.2f}-{r['to_control_ci_high']:.2f}) |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--methods", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--taus", nargs="+", type=float, default=[0.0, 0.25, 0.5, 0.75, 1.0])
+    ap.add_argument("--per-digit", type=int, default=10)
+    ap.add_argument("--cfg", type=float, default=7.5)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--out-dir", type=Path, default=Path("docs"))
+    ap.add_argument("--resume", action="store_true", help="keep the methods already in the JSON")
+    ap.add_argument("--force", action="store_true", help="replace output files this script did not write")
+    ap.add_argument("--quick", action="store_true", help="smoke test: 1 digit per class, 3 steps, 2 methods")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.per_digit, args.steps, args.methods, args.taus = 1, 3, args.methods[:2], [0.0, 1.0]
+    json_path, md_path = args.out_dir / "editing.json", args.out_dir / "editing.md"
+    _check(json_path, args.force, _json_is_ours(json_path))
+    _check(md_path, args.force, _md_is_ours(md_path))
+
+    model = load_model("digits")
+    grid = timestep_grid(args.steps)
+    images, labels = real_digit_set(args.per_digit, seed=0)
+    src = np.repeat(np.array(labels), 9)
+    tgt = np.array([(d + k) % 10 for d in labels for k in range(1, 10)])
+    x = model.encode(images).repeat_interleave(9, 0)
+    originals = images.repeat_interleave(9, 0)
+    classify = train_digit_classifier()
+    scales = style_scales(load_digit_images()[0])
+    target_prompts = [digit_prompt(d) for d in tgt]
+    target_emb = model.encode_prompt(target_prompts)
+    control = generate(model, target_prompts, args.cfg, grid, seed=1).images
+    style_control = style_distance(control, originals, scales)
+    command = " ".join(["python", TOOL, *(argv if argv is not None else sys.argv[1:])])
+    data: dict[str, Any] = {"tool": TOOL, "rows": [], "settings": dict(
+        images=len(images), per_digit=args.per_digit, edits=len(x), cfg=args.cfg, steps=args.steps, command=command),
+        "control": dict(success=float((classify(control) == tgt).mean()), style_median=float(np.median(style_control)))}
+    if args.resume and json_path.exists() and _json_is_ours(json_path):
+        old = json.loads(json_path.read_text())
+        if old.get("settings", {}).get("edits") == len(x) and old["settings"].get("cfg") == args.cfg:
+            data["rows"] = [r for r in old["rows"] if r["method"] in args.methods]
+    done = {r["method"] for r in data["rows"]}
+    guidance = make_guidance(model, [digit_prompt(d) for d in src], args.cfg)
+    for label in args.methods:
+        if label in done:
+            print(f"{label}: kept from {json_path}")
+            continue
+        name, options = VARIANTS[label]
+        start = time.perf_counter()
+        inv = run_method(name, model, x, grid, guidance, progress=True, **options)
+        rows = []
+        for tau in args.taus:
+            out = edit(model, inv.latents, grid, inv.guidance, target_emb, tau=tau, progress=False)
+            edited = model.decode(out.edited)
+            rec = ((model.decode(out.reconstructed) - originals) / 2).pow(2).flatten(1).mean(1).sqrt().numpy()
+            dist = style_distance(edited, originals, scales)
+            s, r = spread(dist), median_ratio(dist, style_control)
+            rows.append(dict(method=label, tau=tau, nfe=inv.nfe, nfe_backward=inv.nfe_backward,
+                             recon_rmse_median=float(np.median(rec)), success=float((classify(edited) == tgt).mean()),
+                             style_median=s.median, style_q25=s.q25, style_q75=s.q75, style_ci_low=s.ci_low,
+                             style_ci_high=s.ci_high, to_control=r.median, to_control_ci_low=r.ci_low,
+                             to_control_ci_high=r.ci_high))
+            print(f"{label} tau {tau:g}: success {rows[-1]['success']:.3f}, style {s}, / control {r.median:.2f}",
+                  flush=True)
+        data["rows"] += rows
+        data["seconds_" + label] = time.perf_counter() - start
+        write_text_atomic(json_path, json.dumps(data, indent=1) + "\n")   # after every method
+        write_text_atomic(md_path, markdown(data))
+    print(f"wrote {json_path} and {md_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
