@@ -85,7 +85,7 @@ def _check_output(path: Path, force: bool, marker: str | None) -> None:
 
 
 def _fmt(x: float) -> str:
-    return f"{x:.4f}" if x < 1 else f"{x:.3f}"
+    return f"{x:.1e}" if 0 < x < 1e-3 else f"{x:.4f}" if x < 1 else f"{x:.3f}"
 
 
 def markdown(rows: list[dict[str, Any]], runs: list[dict[str, Any]], per_digit: int) -> str:

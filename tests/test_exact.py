@@ -137,19 +137,35 @@ def test_bad_latents_grid_and_guidance_raise(analytic_model, fn):
         fn(analytic_model, torch.zeros(1, 1, 4, 4), timestep_grid(4), 7.5, progress=False)
 
 
-def test_focused_with_no_iterations_and_no_warm_start_is_naive_destination(analytic_model):
+def test_focused_with_no_iterations_is_naive_destination_and_its_default_cost(analytic_model):
     z = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(4))
     g = make_guidance(analytic_model, ["a", "b"], 3.0)
     grid = timestep_grid(10)
     naive = invert_naive(analytic_model, z, grid, g, label="destination", progress=False)
-    assert torch.equal(invert_focused(analytic_model, z, grid, g, iterations=0, warm_start=False, progress=False), naive)
+    for ws in (False, True):   # no iterations: warm start has nothing to start
+        assert torch.equal(invert_focused(analytic_model, z, grid, g, iterations=0, other_iterations=0,
+                                          warm_start=ws, progress=False), naive)
+    rows: list[dict] = []
+    invert_focused(analytic_model, z, timestep_grid(20), g, divergence_factor=None, callback=rows.append,
+                   progress=False)
+    assert int(rows[-1]["nfe"].max()) == 148   # 40 + 4 it x 7 steps (levels <= 349) x 2 + 2 it x 13 steps x 2
+
+
+def test_focused_warm_start_changes_the_first_iterate_of_refined_steps_only(analytic_model):
+    z = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(6))
+    g = make_guidance(analytic_model, ["a", "b"], 7.5)
+    grid = timestep_grid(6)
+    cold = invert_focused(analytic_model, z, grid, g, iterations=1, levels=(0, 1000), progress=False)
+    warm = invert_focused(analytic_model, z, grid, g, iterations=1, levels=(0, 1000), warm_start=True, progress=False)
+    assert not torch.equal(cold, warm)
 
 
 def test_focused_spends_iterations_on_the_noisy_levels_only(analytic_model):
     z = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(5))
     g = make_guidance(analytic_model, ["a", "b"], 3.0)
     rows: list[dict] = []
-    invert_focused(analytic_model, z, timestep_grid(20), g, iterations=4, callback=rows.append, progress=False)
+    invert_focused(analytic_model, z, timestep_grid(20), g, iterations=4, levels=(700, 950), other_iterations=0,
+                   callback=rows.append, progress=False)
     refined = [r["t_to"] for r in rows if int(r["iterations"].max()) > 0]
     assert refined and all(700 <= t <= 950 for t in refined)
     assert int(rows[-1]["nfe"].max()) <= 40 + 2 * 4 * len(refined)
