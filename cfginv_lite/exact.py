@@ -9,11 +9,11 @@ Regenerating their inverted noise with plain DDIM is not exact (notebook 05 meas
 Both keep two latents, so an inversion returns a **pair**, and regeneration needs both:
 
 * EDICT (Wallace, Gokul & Naik, "EDICT: Exact Diffusion Inversion via Coupled
-  Transformations", CVPR 2023, eqs. 14-15): two coupled sequences ``x``, ``y`` (both start
+  Transformations", CVPR 2023; the denoising step with its mixing layer, and its inverse): two coupled sequences ``x``, ``y`` (both start
   at the encoded image), each DDIM-updated with the *other's* noise, then mixed with
   ``p = 0.93``. Two guided evaluations per step. Stored: ``(x_T, y_T)``.
 * BDIA (Zhang, Lewis & Kleijn, "Exact Diffusion Inversion via Bi-directional Integration
-  Approximation", ECCV 2024, eq. 16): each step reuses the state one step further back and
+  Approximation", ECCV 2024; the BDIA-DDIM update): each step reuses the state one step further back and
   one guided evaluation per step. Stored: ``(z_N, z_{N-1})``, the noise and its neighbour.
 
 With ``a_s``, ``b_s`` as in :func:`cfginv_lite.ddim.move`, ``move(z, e, s -> r)`` is the DDIM
@@ -83,7 +83,7 @@ def sample_edict(
     callback: StepCallback | None = None,
     progress: bool = True,
 ) -> torch.Tensor:
-    """EDICT sampling (Wallace et al. 2023, eq. 14): returns ``x`` at level ``timesteps[0]``.
+    """EDICT sampling (Wallace et al. 2023, the coupled denoising step): returns ``x`` at level ``timesteps[0]``.
 
     Start ``x = latents``, ``y = partner`` (``None``: ``y = x``, generation from noise). Step
     ``s -> r`` with ``p = mix``::
@@ -129,7 +129,7 @@ def invert_edict(
     callback: StepCallback | None = None,
     progress: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """EDICT inversion (Wallace et al. 2023, eq. 15): the exact inverse of :func:`sample_edict`.
+    """EDICT inversion (Wallace et al. 2023, the noising step): the exact inverse of :func:`sample_edict`.
 
     Start ``x = y = latents``; step ``r -> s`` (``r < s``) undoes a sampling step in reverse
     order, each line solving one line of the sampler for its left-hand side::
@@ -189,7 +189,7 @@ def sample_bdia(
     callback: StepCallback | None = None,
     progress: bool = True,
 ) -> torch.Tensor:
-    """BDIA-DDIM sampling (Zhang et al. 2024, eq. 16): returns the latent at ``timesteps[0]``.
+    """BDIA-DDIM sampling (Zhang et al. 2024, BDIA applied to DDIM): returns the latent at ``timesteps[0]``.
 
     With ``z_i`` the state at level ``ts[i]`` and ``e_i = eps_w(z_i; ts[i])``::
 
@@ -238,7 +238,7 @@ def invert_bdia(
     callback: StepCallback | None = None,
     progress: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """BDIA inversion (Zhang et al. 2024, eq. 17): the exact inverse of :func:`sample_bdia`.
+    """BDIA inversion (Zhang et al. 2024, the update solved for z_{i+1}): the exact inverse of :func:`sample_bdia`.
 
     ``z_0 = latents``; ``z_1 = move(z_0, e_0, 0 -> 1)`` (one naive DDIM step: any ``z_1``
     would do, the pair is what regeneration needs); then for ``i = 1 .. N-1`` the sampling
