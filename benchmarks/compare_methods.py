@@ -35,10 +35,11 @@ import torch
 
 from cfginv_lite import load_model
 from cfginv_lite.evidence import CASE_TITLES, CASES, digit_sets, evaluate, spread, summary_row
+from cfginv_lite.methods import EXACT_WRT
 from cfginv_lite.schedule import timestep_grid
 
-# label -> (registry name, options)
-VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+# label -> (registry name, options[, regeneration sampler: "ddim" (default) or "own"])
+VARIANTS: dict[str, tuple[Any, ...]] = {
     "naive": ("naive", {}),
     "naive-destination": ("naive-destination", {}),
     "original": ("original", {}),
@@ -47,9 +48,24 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "fixed-point": ("fixed-point", {}),
     "fixed-point-damped": ("fixed-point-damped", {}),
     "anderson": ("anderson", {}),
+    "focused": ("focused", {}),
+    "edict (own sampler)": ("edict", {}, "own"),
+    "edict, DDIM regen.": ("edict", {}),
+    "bdia (own sampler)": ("bdia", {}, "own"),
+    "bdia, DDIM regen.": ("bdia", {}),
     "negative-prompt": ("negative-prompt", {}),
     "null-text (lr 0.05)": ("null-text", {"lr": 0.05}),
 }
+
+
+def exact_wrt(label: str) -> str:
+    """The table's "exact w.r.t." entry: which sampler the variant's latents are exact for, and
+    whether this row regenerated with it."""
+    name, _, *sampler = VARIANTS[label]
+    text = EXACT_WRT[name]
+    if name in ("edict", "bdia", "bdia-paper") and sampler != ["own"]:
+        text += "; regenerated with DDIM: not exact"
+    return text
 HEADER = "# Inversion methods compared (digits model)"
 
 
@@ -69,7 +85,7 @@ def _check_output(path: Path, force: bool, marker: str | None) -> None:
 
 
 def _fmt(x: float) -> str:
-    return f"{x:.4f}" if x < 1 else f"{x:.3f}"
+    return f"{x:.1e}" if 0 < x < 1e-3 else f"{x:.4f}" if x < 1 else f"{x:.3f}"
 
 
 def markdown(rows: list[dict[str, Any]], runs: list[dict[str, Any]], per_digit: int) -> str:
@@ -89,18 +105,20 @@ def markdown(rows: list[dict[str, Any]], runs: list[dict[str, Any]], per_digit: 
         "and a bootstrap 95% interval of the median; `diverged`: images for which some step of an iterative "
         "solver stopped as diverged (its best iterate is kept); `latent RMSE`: median distance of the inverted "
         "noise to the true starting noise (latent round trip only); `seconds`: inversion time of the whole "
-        "batch of all three sets.", "",
+        "batch of all three sets; `exact w.r.t.`: the sampler whose regeneration the inverted latents reproduce "
+        "the input with (EDICT and BDIA are exact by construction, for their own sampler only, and store a pair "
+        "of latents; their `own sampler` rows regenerate with it: EDICT's costs 4 NFE per step, BDIA's 2).", "",
     ]
     for c in CASES:
         if not by_case[c]:
             continue
         lines += [f"## {CASE_TITLES[c]} (`{c}`)", "",
-                  "| cfg | steps | method | NFE | bwd | image RMSE median (IQR) | 95% CI of median | diverged | "
-                  "latent RMSE | seconds |", "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| cfg | steps | method | exact w.r.t. | NFE | bwd | image RMSE median (IQR) | 95% CI of median | "
+                  "diverged | latent RMSE | seconds |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in by_case[c]:
             lat = _fmt(r["latent_rmse_median"]) if "latent_rmse_median" in r else "-"
             lines.append(
-                f"| {r['cfg']:g} | {r['steps']} | {r['label']} | {r['nfe']} | {r['nfe_bwd']} | "
+                f"| {r['cfg']:g} | {r['steps']} | {r['label']} | {exact_wrt(r['label'])} | {r['nfe']} | {r['nfe_bwd']} | "
                 f"{_fmt(r['image_rmse_median'])} ({_fmt(r['image_rmse_q25'])}-{_fmt(r['image_rmse_q75'])}) | "
                 f"{_fmt(r['median_ci_low'])}-{_fmt(r['median_ci_high'])} | {r['diverged']} | {lat} | {r['seconds']:.1f} |")
         lines.append("")
@@ -172,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
                 if all((c, cfg, steps, label) in done for c in CASES):
                     continue
                 sets = sets or digit_sets(model, cfg, grid, per_digit=args.per_digit, seed=0)
-                name, options = VARIANTS[label]
-                results = evaluate(model, sets, cfg, grid, method=name, **options)
+                name, options, *sampler = VARIANTS[label]
+                results = evaluate(model, sets, cfg, grid, method=name, sampler=(sampler or ["ddim"])[0], **options)
                 for case, r in results.items():
                     state["rows"].append({**summary_row(r), "label": label})
                     state["per_image"].append({"case": case, "cfg": cfg, "steps": steps, "label": label,

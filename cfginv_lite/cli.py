@@ -27,7 +27,7 @@ from .outputs import (
 from .presentation import COLUMNS, format_table, plot_rows  # noqa: F401  (format_table: old import path)
 from .schedule import SD1_SCHEDULER_CONFIG, SPACINGS, timestep_grid
 
-SAMPLERS = ("ddim", "lms")
+SAMPLERS = ("ddim", "lms", "own")  # own: the method's own sampler (EDICT, BDIA; DDIM otherwise)
 MAX_IMAGES_PER_DIGIT = 1000
 PLOT_FORMATS = ("png", "pdf", "svg")
 
@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images-per-digit", type=int, default=2, help=f"1..{MAX_IMAGES_PER_DIGIT} (default 2)")
     p.add_argument("--seed", type=int, default=0, help="random seed, 0..2**64-1 (default 0)")
     p.add_argument("--spacing", choices=SPACINGS, default="linspace", help="timestep grid")
-    p.add_argument("--sampler", choices=SAMPLERS, default="ddim", help="regeneration sampler")
+    p.add_argument("--sampler", choices=SAMPLERS, default="ddim", help="regeneration sampler (own: each method's own, e.g. EDICT's; DDIM for the others)")
     p.add_argument("--real", action="store_true", help="also invert real dataset digits")
     p.add_argument("--plot", metavar="FILE.png", help="save the error-vs-CFG figure (.png, .pdf or .svg)")
     p.add_argument("--markdown", metavar="FILE.md", help="also write the table as Markdown")

@@ -182,7 +182,8 @@ class InversionResult:
     ``latents``: the inverted noise; ``guidance``: what regeneration must use (null-text puts
     its per-step unconditional embeddings here); ``nfe``/``nfe_backward``: forward network
     evaluations and backward passes per image (one branch of one image = 1); ``seconds``:
-    filled in by :func:`cfginv_lite.methods.run_method`.
+    filled in by :func:`cfginv_lite.methods.run_method`; ``partner``/``sampler``: what an
+    exact-by-construction method (:mod:`cfginv_lite.exact`) needs to regenerate exactly.
     """
 
     latents: torch.Tensor
@@ -190,6 +191,19 @@ class InversionResult:
     nfe: int
     nfe_backward: int = 0
     seconds: float = 0.0
+    #: The second latent of an exact-by-construction pair (EDICT's ``y_T``, BDIA's ``z_{N-1}``), else None.
+    partner: torch.Tensor | None = None
+    #: The method's own regeneration sampler, ``sampler(model, latents, grid, guidance, partner=,
+    #: callback=, progress=)``; None: DDIM (:func:`sample_ddim`) is the method's own sampler.
+    sampler: Callable[..., torch.Tensor] | None = None
+
+    def regenerate_own(self, model: Any, grid: Sequence[int], *, callback: StepCallback | None = None,
+                       progress: bool = False) -> torch.Tensor:
+        """Regenerate with the sampler the method is (meant to be) exact for: its own, or DDIM."""
+        if self.sampler is None:
+            return sample_ddim(model, self.latents, grid, self.guidance, callback=callback, progress=progress)
+        return self.sampler(model, self.latents, grid, self.guidance, partner=self.partner, callback=callback,
+                            progress=progress)
 
 
 @dataclass

@@ -36,6 +36,8 @@ from .methods import run_method
 from .metrics import image_rmse, psnr, rmse
 from .sampling import regenerate
 
+#: Regeneration samplers: DDIM on the inversion grid, the seed's K-LMS, the method's own.
+SAMPLERS: tuple[str, ...] = ("ddim", "lms", "own")
 #: The three kinds of input, in the order the course presents them.
 CASES: tuple[str, ...] = ("real", "decoded", "latent")
 CASE_TITLES: dict[str, str] = {
@@ -139,7 +141,8 @@ def evaluate(model: Any, sets: Mapping[str, InputSet] | Sequence[InputSet], scal
              **options: Any) -> dict[str, SetResult]:
     """Invert every set with ``method`` at ``scale`` in one batch, regenerate, measure per image.
 
-    ``sampler`` is ``"ddim"`` (on the inversion grid) or ``"lms"`` (the seed's K-LMS).
+    ``sampler`` is ``"ddim"`` (on the inversion grid), ``"lms"`` (the seed's K-LMS) or ``"own"``
+    (the method's own sampler, see :func:`evaluate_samplers`).
     ``options`` go to the method (e.g. ``iterations=3``). Returns one :class:`SetResult` per set.
     """
     return evaluate_samplers(model, sets, scale, grid, method, samplers=(sampler,), callback=callback,
@@ -152,6 +155,9 @@ def evaluate_samplers(model: Any, sets: Mapping[str, InputSet] | Sequence[InputS
                       progress: bool = False, **options: Any) -> dict[str, dict[str, SetResult]]:
     """Like :func:`evaluate`, but invert **once** and regenerate with each of ``samplers``.
 
+    ``"own"`` regenerates with the method's own sampler (:meth:`InversionResult.regenerate_own`:
+    EDICT's and BDIA's for those, DDIM for every other method), using the whole inverted pair.
+
     Returns ``{sampler: {set name: SetResult}}``.
     """
     scale = check_guidance_scale(scale)
@@ -160,8 +166,8 @@ def evaluate_samplers(model: Any, sets: Mapping[str, InputSet] | Sequence[InputS
     if not items:
         raise ValueError("need at least one input set")
     samplers = list(samplers)
-    if not samplers or any(smp not in ("ddim", "lms") for smp in samplers):
-        raise ValueError(f"samplers must be 'ddim' and/or 'lms', got {samplers}")
+    if not samplers or any(smp not in SAMPLERS for smp in samplers):
+        raise ValueError(f"samplers must be among {SAMPLERS}, got {samplers}")
     for s in items:
         if len(s) != s.latents.shape[0]:
             raise ValueError(f"input set {s.name!r} has {len(s)} prompts for {s.latents.shape[0]} latents")
@@ -175,8 +181,11 @@ def evaluate_samplers(model: Any, sets: Mapping[str, InputSet] | Sequence[InputS
     diverged = tracker.diverged
     out: dict[str, dict[str, SetResult]] = {}
     for sampler in samplers:
-        regen = model.decode(regenerate(model, result.latents, grid, result.guidance, sampler,
-                                        callback=regen_callback, progress=progress))
+        if sampler == "own":   # the sampler the method is exact for (EDICT, BDIA: their own; else DDIM)
+            regen = model.decode(result.regenerate_own(model, grid, callback=regen_callback, progress=progress))
+        else:
+            regen = model.decode(regenerate(model, result.latents, grid, result.guidance, sampler,
+                                            callback=regen_callback, progress=progress))
         out[sampler] = {}
         offset = 0
         for s in items:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cfginv_lite import compensate, ddim
+from cfginv_lite import compensate, ddim, exact, rootfind
 from cfginv_lite.schedule import SD1_SCHEDULER_CONFIG, alphas_cumprod_from_config, timestep_grid
 
 
@@ -32,7 +32,7 @@ class MetaModel:
 
 @pytest.fixture
 def no_checks(monkeypatch):
-    for module in (compensate, ddim):
+    for module in (compensate, ddim, exact, rootfind):
         monkeypatch.setattr(module, "check_latents", lambda model, latents: latents)
     monkeypatch.setattr(ddim.FiniteGuard, "raise_if_bad", lambda self, *args: None)
 
@@ -44,6 +44,11 @@ def no_checks(monkeypatch):
     (compensate.invert_original, dict(refine_skip=0.0, lr_decay_mode="intended", tless_factor=None)),
     (compensate.invert_fixed_point, dict(tol=1e-3, average_last=2)),
     (compensate.invert_anderson, dict(tol=1e-3)),
+    (rootfind.invert_focused, dict(tol=1e-3, levels=(0, 1000))),
+    (exact.invert_edict, {}),
+    (exact.sample_edict, {}),
+    (exact.invert_bdia, dict(gamma=0.5)),
+    (exact.sample_bdia, {}),
 ])
 def test_solver_loops_never_read_a_value_on_the_host(no_checks, solver, options):
     model = MetaModel()
@@ -52,6 +57,7 @@ def test_solver_loops_never_read_a_value_on_the_host(no_checks, solver, options)
     g = ddim.Guidance(cond=emb, uncond=emb, scale=3.0)
     rows: list[dict] = []
     out = solver(model, z, timestep_grid(4), g, callback=rows.append, progress=False, **options)
+    out = out[0] if isinstance(out, tuple) else out     # the exact inversions return a pair
     assert out.device.type == "meta" and out.shape == z.shape
     assert len(rows) == 4 and set(model.calls) == {6}  # constant batch shape: 2 branches x 3 images
     for r in rows:  # per-image values stay on the device
