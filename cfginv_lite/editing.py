@@ -45,6 +45,7 @@ from .ddim import (
     check_latents,
     move,
 )
+from .exact import _check_gamma
 from .validation import as_prompt_list, check_fraction, check_int
 
 
@@ -205,6 +206,8 @@ def edit(
     tau: float = 0.0,
     tokens: torch.Tensor | None = None,
     start_step: int = 0,
+    partner: torch.Tensor | None = None,
+    gamma: float = 1.0,
     callback: StepCallback | None = None,
     progress: bool = True,
 ) -> EditResult:
@@ -225,6 +228,12 @@ def edit(
     partial inversion at level ``grid[-1-k]`` (:func:`partial_grid`) and runs the last
     ``n = len(grid) - 1 - k`` steps. Callback keys: those of :func:`cfginv_lite.ddim.sample_ddim`
     (``latent``: the edit row) plus ``source`` (the source row) and ``replaced`` (bool).
+
+    ``partner``: edit a BDIA inversion (:func:`cfginv_lite.exact.invert_bdia` returns the pair
+    ``(z_N, z_{N-1})``; pass ``noise=z_N, partner=z_{N-1}`` and its ``gamma``). Both rows then
+    take BDIA's sampling step (Zhang et al. 2024, eq. 16; :func:`cfginv_lite.exact.sample_bdia`)
+    instead of DDIM's, the sampler that pair is exact for, over the ``N - 1`` steps below
+    ``z_{N-1}``; ``tau`` counts those steps. ``start_step`` must then be 0.
     """
     z = check_latents(model, noise)
     grid = check_grid(grid, len(model.alphas_cumprod))
@@ -249,19 +258,32 @@ def edit(
         if not isinstance(tokens, torch.Tensor) or tokens.dtype != torch.bool or tokens.ndim not in (1, 2) or (
                 tokens.shape[-1] != source_emb.shape[1]) or (tokens.ndim == 2 and tokens.shape[0] != batch):
             raise ValueError(f"tokens must be a bool mask (L,) or (B, L) with L = {source_emb.shape[1]}, B = {batch}")
-    n_run = steps - start_step
+    bdia = partner is not None
+    if bdia:
+        if start_step:
+            raise ValueError("start_step must be 0 when editing a BDIA pair (partner=...)")
+        gamma = _check_gamma(gamma)
+        if not isinstance(partner, torch.Tensor) or partner.shape != z.shape:
+            raise ValueError(f"partner must be a tensor shaped like noise {tuple(z.shape)}, got "
+                             f"{tuple(partner.shape) if isinstance(partner, torch.Tensor) else type(partner).__name__}")
+    first = 1 if bdia else start_step                  # BDIA: the pair already holds the top step
+    n_run = steps - first
     n_replace = int(math.floor(tau * n_run + 0.5))
     abar = model.alphas_cumprod
     state = SwapState(batch=batch, tokens=tokens)
     guard = FiniteGuard(z.device)
     z_src = z_edit = z
+    if bdia:                                           # BDIA keeps the state one step further up
+        up_src = up_edit = z
+        z_src = z_edit = partner.to(z.dtype)
     nfe = 0
     w = guidance.scale
     with attention_control(model, state):
-        for i in tqdm(range(start_step, steps), desc="DDIM editing", disable=not progress, leave=False):
+        for i in tqdm(range(first, steps), desc="BDIA editing" if bdia else "DDIM editing", disable=not progress,
+                      leave=False):
             s, r = grid[steps - i], grid[steps - i - 1]
             uncond = _expand_batch(guidance.uncond_at(i), batch, "unconditional embeddings")
-            state.active = (i - start_step) < n_replace
+            state.active = (i - first) < n_replace
             labels = torch.full((4 * batch,), float(s), dtype=torch.float32, device=z.device)
             eps = model.predict_noise(torch.cat([z_src, z_edit, z_src, z_edit]), labels,
                                       torch.cat([uncond, uncond, source_emb, target_emb]))
@@ -271,6 +293,11 @@ def edit(
             eps_edit = eu_edit + w * (ec_edit - eu_edit)
             src_next = move(z_src, eps_src, float(abar[s]), float(abar[r]))
             edit_next = move(z_edit, eps_edit, float(abar[s]), float(abar[r]))
+            if bdia:   # + gamma * (the state above - DDIM's step back up to it)
+                up = float(abar[grid[steps - i + 1]])
+                src_next = src_next + gamma * (up_src - move(z_src, eps_src, float(abar[s]), up))
+                edit_next = edit_next + gamma * (up_edit - move(z_edit, eps_edit, float(abar[s]), up))
+                up_src, up_edit = z_src, z_edit
             guard.update(i, edit_next)
             if callback is not None:
                 callback(dict(step=i, steps=steps, t_from=s, t_to=r, label_uncond=s, label_cond=s, latent=edit_next,

@@ -11,6 +11,7 @@ import torch
 from cfginv_lite import make_guidance, timestep_grid
 from cfginv_lite.data import digit_prompt, real_digits
 from cfginv_lite.ddim import Guidance, invert_naive, sample_ddim
+from cfginv_lite.exact import invert_bdia, sample_bdia
 from cfginv_lite.editing import (
     SwapState,
     WordSwapAttention,
@@ -140,6 +141,30 @@ def test_partial_inversion_start_step(setup):
     z_mid = invert_naive(model, x, short, g, progress=False)
     out = edit(model, z_mid, grid, g, [digit_prompt(d) for d in LABELS], tau=1.0, start_step=k, progress=False)
     torch.testing.assert_close(out.edited, sample_ddim(model, z_mid, short, g, progress=False), atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("gamma", [1.0, 0.5])
+def test_bdia_pair_edit_reconstructs_with_bdias_own_sampler(setup, gamma):
+    """With a BDIA pair the source row is BDIA's own regeneration: the input back, to round-off."""
+    model, x, grid, g, _, targets = setup
+    z_top, z_below = invert_bdia(model, x, grid, g, gamma=gamma, progress=False)
+    own = sample_bdia(model, z_top, grid, g, gamma=gamma, partner=z_below, progress=False)
+    same = edit(model, z_top, grid, g, [digit_prompt(d) for d in LABELS], tau=0.5, partner=z_below, gamma=gamma,
+                progress=False)
+    torch.testing.assert_close(same.reconstructed, own, atol=ATOL, rtol=0)
+    torch.testing.assert_close(same.edited, own, atol=ATOL, rtol=0)   # unchanged prompt: the reconstruction
+    if gamma == 1.0:
+        assert (own - x).abs().max() < 1e-3                           # exact w.r.t. its own sampler
+    swap = edit(model, z_top, grid, g, targets, tau=0.0, partner=z_below, gamma=gamma, progress=False)
+    ref = sample_bdia(model, z_top, grid, _swapped(g, model, targets), gamma=gamma, partner=z_below, progress=False)
+    torch.testing.assert_close(swap.edited, ref, atol=ATOL, rtol=0)   # tau = 0: BDIA with the target prompt
+    assert (swap.edited - own).abs().max() > 0.1
+    with pytest.raises(ValueError, match="start_step must be 0 when editing a BDIA pair"):
+        edit(model, z_top, grid, g, targets, partner=z_below, start_step=1, progress=False)
+    with pytest.raises(ValueError, match="partner must be a tensor shaped like noise"):
+        edit(model, z_top, grid, g, targets, partner=z_below[:1], progress=False)
+    with pytest.raises(ValueError, match="gamma"):
+        edit(model, z_top, grid, g, targets, partner=z_below, gamma=0.0, progress=False)
 
 
 def test_null_text_embeddings_are_used_per_step(setup):
