@@ -180,21 +180,33 @@ def test_null_text_embeddings_are_used_per_step(setup):
         edit(model, noise, timestep_grid(STEPS + 1), nt, targets, progress=False)
 
 
+# Identity checks on the random-weight tiny SD run in float64. In float32 the two attention code
+# paths (bmm in the controlled layers, SDPA in the default processor) differ by a few ulp of
+# latents that reach ~60, amplified over the guided steps: 1.1e-4 and 1.4e-4 on two AVX-512
+# CPUs against a 1e-4 tolerance, so no fixed float32 tolerance is CPU-independent. In float64
+# the same rounding is ~2**-52 * 60 * (a few hundred operations) ~ 1e-12 (measured: 2.2e-13);
+# 1e-9 leaves over three orders of margin and is ~1e8 times below the word swap's own effect (0.17).
+F64_ATOL = 1e-9
+
+
 def test_tiny_stable_diffusion_runs_the_same_helpers():
     from cfginv_lite.models.tiny import build_tiny_stable_diffusion
 
-    model = build_tiny_stable_diffusion(seed=0)
+    model = build_tiny_stable_diffusion(seed=0, dtype=torch.float64)
     grid = timestep_grid(3)
     g = make_guidance(model, ["a photo of a cat"], 7.5)
-    noise = torch.randn(1, *model.latent_shape, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(1, *model.latent_shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     target = ["a photo of a dog"]
     swap = edit(model, noise, grid, g, target, tau=0.0, progress=False)
     ref = sample_ddim(model, noise, grid, _swapped(g, model, target), progress=False)
-    torch.testing.assert_close(swap.edited, ref, atol=ATOL, rtol=0)
+    assert swap.edited.dtype == torch.float64
+    torch.testing.assert_close(swap.edited, ref, atol=F64_ATOL, rtol=0)
     mask = changed_tokens(model, ["a photo of a cat"], target)
     assert mask.any() and not mask[0, :5].any()  # the tiny byte-level tokenizer splits words; the prefix is shared
     p2p = edit(model, noise, grid, g, target, tau=1.0, tokens=mask, progress=False)
-    torch.testing.assert_close(p2p.reconstructed, swap.reconstructed, atol=ATOL, rtol=1e-4)  # latents reach ~10
+    torch.testing.assert_close(p2p.reconstructed, swap.reconstructed, atol=F64_ATOL, rtol=0)
+    # the word swap must change the edit: a processor that did nothing would pass the lines above
+    assert (p2p.edited - swap.edited).abs().max() > 1e3 * F64_ATOL
     assert torch.isfinite(p2p.edited).all()
 
 

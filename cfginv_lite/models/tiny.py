@@ -74,12 +74,16 @@ def build_tiny_tokenizer(directory: str | os.PathLike[str] | None = None, model_
 
 
 def build_tiny_stable_diffusion(seed: int = 0, image_size: int = 64, prediction_type: str = "epsilon", *,
-                                scaling_factor: float = 0.18215) -> StableDiffusionModel:
+                                scaling_factor: float = 0.18215,
+                                dtype: torch.dtype = torch.float32) -> StableDiffusionModel:
     """Random-weight Stable Diffusion of the real architecture, tiny, built offline (CPU, fp32).
 
     UNet2DConditionModel, AutoencoderKL, CLIPTextModel and CLIPTokenizer exactly as SD uses
     them, with tiny widths; SD 1.x scheduler config with ``prediction_type`` overridden. The
     same ``seed`` gives bitwise-identical weights (the global RNG is left untouched).
+    ``dtype=torch.float64`` runs every network in double precision: identity checks between two
+    code paths (e.g. bmm vs SDPA attention) then hold to ~1e-12 on any CPU instead of to a
+    float32 rounding difference that depends on the CPU's vector unit.
     """
     if prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
@@ -98,7 +102,8 @@ def build_tiny_stable_diffusion(seed: int = 0, image_size: int = 64, prediction_
         vae = AutoencoderKL(**tiny_vae_config(image_size, scaling_factor))
         unet = UNet2DConditionModel(**tiny_unet_config(image_size, text_config.hidden_size))
     scheduler_config = {**SD1_SCHEDULER_CONFIG, "prediction_type": prediction_type}
-    return StableDiffusionModel(unet, vae, text_encoder, tokenizer, scheduler_config, "cpu", torch.float32, image_size)
+    return StableDiffusionModel(unet, vae, text_encoder, tokenizer, scheduler_config, "cpu", dtype, image_size,
+                                vae_dtype=dtype)
 
 
 __all__ = ["build_tiny_stable_diffusion", "build_tiny_tokenizer", "tiny_unet_config", "tiny_vae_config"]
