@@ -11,8 +11,15 @@ branch, instead of correcting the inverted noise:
   images using guided diffusion models"): per sampling step, the null embedding is
   optimised with Adam so that the guided DDIM step at scale ``w`` follows the pivot.
 
-EDICT (Wallace et al., CVPR 2023) is not implemented: it needs its own coupled two-sequence
-sampler, which does not fit the ``(latents, guidance)`` result the registry expects.
+Exact-by-construction inversions (EDICT, BDIA), which need their own samplers, are in
+:mod:`cfginv_lite.exact`.
+
+Label convention: the default ``label="source"`` is the seed's (both branches labelled with the
+level the step starts from). Mokady et al.'s code labels its pivot steps with the *destination*
+level (its ``next_step`` predicts the noise at the level it moves to, from ``t - 20`` to ``t``);
+``label="destination"`` reproduces that pivot. Their Adam schedule (``lr = 1e-2 * (1 - i / 100)``
+at 50 steps, 10 inner steps, early stop at ``1e-5 + 2e-5 i``) is the default of
+:func:`invert_null_text`.
 """
 from __future__ import annotations
 
@@ -42,7 +49,8 @@ def invert_conditional(
 
     ``eps_w`` at ``w = 1`` is ``eps_c``, so the unconditional branch is not evaluated.
     Returns the trajectory ``[z_{ts[0]}, ..., z_{ts[-1]}]`` (the pivot of null-text
-    inversion). The ``"source"`` label is the one of Mokady et al.'s code.
+    inversion). The default ``"source"`` label is the seed's convention; Mokady et al.'s code
+    uses the ``"destination"`` label for its pivot.
     """
     check_choice("label", label, ("source", "destination"))
     z = check_latents(model, latents)

@@ -38,7 +38,9 @@ from .validation import check_real
 
 #: EDICT's mixing weight in the paper (sec. 4) and its public code.
 EDICT_MIX = 0.93
-#: BDIA's gamma in the authors' Stable Diffusion experiments (gamma = 1: the fully bidirectional update).
+#: An often-quoted BDIA gamma (public BDIA-DDIM ports use it for few-step text-to-image sampling,
+#: e.g. the BDIA_DDIMScheduler example of Jdh235/diffusers). Not confirmed as the paper's own
+#: setting: the authors' README gives no value. gamma = 1 is the fully bidirectional update.
 BDIA_GAMMA_PAPER = 0.5
 
 

@@ -102,7 +102,7 @@ EXACT_WRT: dict[str, str] = {
     "focused": "DDIM, to the solver's residual (4 it. up to level 349, 2 above)",
     "edict": "EDICT sampler (p = 0.93), exact to round-off",
     "bdia": "BDIA sampler (gamma = 1), exact to round-off",
-    "bdia-paper": "BDIA sampler (gamma = 0.5), exact in exact arithmetic",
+    "bdia-paper": "BDIA sampler (the often-quoted gamma = 0.5), exact in exact arithmetic",
     "negative-prompt": "DDIM at CFG 1 (conditional only), approximate",
     "null-text": "DDIM with its optimised null embeddings, to the optimiser's loss",
 }
