@@ -45,7 +45,9 @@ def real_digit_set(per_digit: int = 10, seed: int = 0, size: int = 8) -> tuple[t
     and their labels. The draw depends only on ``seed``. (Unlike :func:`real_digits`, which
     draws one image per requested label and may repeat an image.)
     """
-    per_digit = int(per_digit)
+    from .validation import check_int
+
+    per_digit = check_int("per_digit", per_digit, minimum=1)  # 2.5 is an error, never silently 2
     images, targets = load_digit_images(size)
     counts = np.bincount(targets, minlength=10)
     if not 1 <= per_digit <= int(counts.min()):
