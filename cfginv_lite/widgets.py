@@ -210,7 +210,9 @@ def step_montage(
     cols = list(steps) if steps is not None else _pick(n_steps, max_columns)
     if not cols:
         raise ValueError("no steps selected")
-    cols = [check_int("steps", s, minimum=0, maximum=n_steps - 1) for s in cols]
+    cols = [check_int("steps", s) for s in cols]  # whole step indices: 1.5 is an error, not step 1
+    if any(not 0 <= s < n_steps for s in cols):
+        raise ValueError(f"steps must lie in [0, {n_steps - 1}], got {list(cols)}")
 
     rows_per = 2 if has_ref else 1
     n_rows = len(trs) * rows_per
