@@ -311,38 +311,57 @@ def write_output(path: Path, write: Callable[[Path], None], *, existed: bool, fo
     try:
         write(Path(tmp))
         os.chmod(tmp, _default_mode(path))
-        if force:
-            os.replace(tmp, path)
-            return
-        if not existed:
-            try:
-                _claim_exclusively(tmp, path)
-                return
-            except FileExistsError:
-                reason = "appeared during the run (another run, or another program, created it)"
-        else:
-            try:
-                mode = os.lstat(path).st_mode
-            except FileNotFoundError:  # removed meanwhile: free again, claim it
-                try:
-                    _claim_exclusively(tmp, path)
-                    return
-                except FileExistsError:
-                    mode = os.lstat(path).st_mode
-            if stat.S_ISLNK(mode):
-                reason = "became a symbolic link during the run"
-            elif not stat.S_ISREG(mode) or not (owned is not None and owned(path)):
-                reason = "was replaced during the run by a file cfginv-lite did not write"
-            else:
-                os.replace(tmp, path)
-                return
-        kept = _keep(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    try:
+        reason = _place(tmp, path, existed=existed, force=force, owned=owned)
+    except OSError as err:  # e.g. the path became a folder meanwhile: the finished results stay
+        reason = f"could not be replaced ({err.strerror or err})"
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if reason is None:
+        return
+    hint = "" if force else " (pass --force to overwrite)"
+    try:
+        kept = _keep(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise OutputConflictError(f"the {what} {str(path)!r} {reason}; it was left alone, and the results could "
+                                  f"not be kept next to it either ({err.strerror or err})") from None
     raise OutputConflictError(f"the {what} {str(path)!r} {reason}; it was left alone and the results were "
-                              f"written to {str(kept)!r} instead (pass --force to overwrite)", kept)
+                              f"written to {str(kept)!r} instead{hint}", kept)
+
+
+def _place(tmp: str, path: Path, *, existed: bool, force: bool, owned: Callable[[Path], bool] | None) -> str | None:
+    """Move the finished ``tmp`` to ``path`` if the rules of :func:`write_output` allow; else say why not."""
+    if force:
+        os.replace(tmp, path)
+        return None
+    if not existed:
+        try:
+            _claim_exclusively(tmp, path)
+            return None
+        except FileExistsError:
+            return "appeared during the run (another run, or another program, created it)"
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:  # removed meanwhile: free again, claim it
+        try:
+            _claim_exclusively(tmp, path)
+            return None
+        except FileExistsError:
+            mode = os.lstat(path).st_mode
+    if stat.S_ISLNK(mode):
+        return "became a symbolic link during the run"
+    if not stat.S_ISREG(mode) or not (owned is not None and owned(path)):
+        return "was replaced during the run by a file cfginv-lite did not write"
+    os.replace(tmp, path)
+    return None
 
 
 __all__ = ["MARKDOWN_MARKER", "OutputConflictError", "OutputPathError", "SOFTWARE", "check_output_dir",

@@ -262,3 +262,15 @@ def test_immutable_own_output_is_refused_before_the_run(tmp_path, monkeypatch, c
         assert "immutable" in capsys.readouterr().err
     finally:
         subprocess.run(["chattr", "-i", str(md)], capture_output=True)
+
+
+def test_results_are_kept_when_the_path_cannot_be_replaced_at_write_time(tmp_path, monkeypatch, capsys):
+    """Even with --force: a path that became a folder during the run cannot take the file."""
+    md = tmp_path / "t.md"
+    monkeypatch.setattr(cli, "compare", _fake_compare(during=lambda: md.mkdir()))
+    assert _run(["compare", "--markdown", str(md), "--force"]) == 2
+    assert md.is_dir()
+    kept = _kept(tmp_path, "t", ".md")
+    assert len(kept) == 1 and kept[0].read_text().count("| generated |") == 2
+    err = capsys.readouterr().err
+    assert "could not be replaced" in err and str(kept[0]) in err
