@@ -227,6 +227,11 @@ def check_output_dir(path: Any, names: Iterable[str], *, what: str = "output fol
     if existing and not force:
         raise OutputPathError(f"the {what} {shown!r} already holds {', '.join(existing)}; pass --force to "
                               "overwrite, or choose another folder")
+    stuck = [name for name in existing if _immutable(p / name)]
+    if stuck:
+        raise OutputPathError(f"{', '.join(stuck)} in the {what} {shown!r} is immutable or append-only "
+                              "(chattr +i/+a) and cannot be replaced; remove the attribute (chattr -i -a) or "
+                              "choose another folder")
     ancestor = p
     while not ancestor.exists():
         ancestor = ancestor.parent

@@ -274,3 +274,31 @@ def test_results_are_kept_when_the_path_cannot_be_replaced_at_write_time(tmp_pat
     assert len(kept) == 1 and kept[0].read_text().count("| generated |") == 2
     err = capsys.readouterr().err
     assert "could not be replaced" in err and str(kept[0]) in err
+
+
+def test_closed_pipe_end_to_end(tmp_path):
+    """``compare ... | head -0`` in a child process: files written, one message, no traceback at exit."""
+    md = tmp_path / "t.md"
+    script = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(ROOT)!r})
+        from cfginv_lite import cli
+
+        def fake(**kwargs):
+            time.sleep(0.5)   # the reader is gone by now
+            kwargs["into"].extend({{"set": "generated", "cfg": float(i), "steps": 4, "method": "naive", "nfe": 4,
+                                    "nfe_bwd": 0, "latent_rmse": 0.5, "image_rmse": 0.1, "psnr_db": 20.0,
+                                    "seconds": 0.01}} for i in range(5000))   # more than a pipe buffer holds
+
+        cli.compare = fake
+        raise SystemExit(cli.main(["compare", "--markdown", {str(md)!r}]))
+    """)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    proc.stdout.close()           # like `| head -0`
+    err = proc.stderr.read()
+    proc.wait(timeout=120)
+    assert proc.returncode == 2, err[-2000:]
+    assert "could not print the table" in err and "Traceback" not in err and "Exception ignored" not in err
+    assert md.read_text().count("| generated |") == 5000

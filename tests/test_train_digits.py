@@ -181,3 +181,24 @@ def test_twenty_steps_train(monkeypatch):
     """OneCycleLR divided by zero at exactly 20 steps (warm-up of 0.05 * 20 - 1 = 0 steps)."""
     model, info = train_digits.train(steps=20, batch=2, progress=False)
     assert info["train_steps"] == 20 and np.isfinite(info["final_loss_avg100"])
+
+
+def test_immutable_weights_are_refused_before_training(tmp_path, monkeypatch, capsys):
+    """``--force`` over an immutable file (``chattr +i``, which stops root too) failed only at save time."""
+    import subprocess
+
+    out = tmp_path / "weights"
+    out.mkdir()
+    (out / "digits.safetensors").write_bytes(b"old weights")
+    try:
+        made = subprocess.run(["chattr", "+i", str(out / "digits.safetensors")], capture_output=True).returncode == 0
+    except FileNotFoundError:
+        made = False
+    if not made:
+        pytest.skip("chattr +i is not available here")
+    try:
+        monkeypatch.setattr(train_digits, "train", _no_training)
+        assert _run(["--out", str(out), "--force", "--no-progress"]) == 2
+        assert "immutable" in capsys.readouterr().err
+    finally:
+        subprocess.run(["chattr", "-i", str(out / "digits.safetensors")], capture_output=True)
