@@ -183,10 +183,6 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C: the finished rows are printed and written."""
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise _Terminated()
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m cfginv_lite`` argument parser."""
     parser = argparse.ArgumentParser(prog="python -m cfginv_lite", description=__doc__,
@@ -243,18 +239,19 @@ def _main(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
         parser.error(str(exc))
     rows: list[dict[str, Any]] = []
     failure: BaseException | None = None
-    previous = _install_sigterm()
-    try:
+    with _SigtermGuard() as sigterm:
         try:
             compare(**settings, real=args.real, progress=not args.no_progress, into=rows)
         except (ValueError, OSError, KeyboardInterrupt) as exc:  # user-facing: keep the rows, no traceback
             failure = exc
         except BaseException:
+            sigterm.defer()
             _report(rows, markdown, plot, partial=True)  # an unexpected bug still keeps the finished rows
             raise
+        sigterm.defer()  # a SIGTERM from now on waits until the rows are written
         errors = _report(rows, markdown, plot, partial=failure is not None)
-    finally:
-        _restore_sigterm(previous)
+    if sigterm.deferred and failure is None:
+        failure = _Terminated()
     if isinstance(failure, KeyboardInterrupt):
         for message in errors:
             _say(f"{parser.prog}: error: {message}")
@@ -266,18 +263,38 @@ def _main(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     return 2 if errors else 0
 
 
-def _install_sigterm() -> Any:
-    """Turn SIGTERM into :class:`_Terminated` while the run goes (main thread only; else a no-op)."""
-    try:
-        return signal.signal(signal.SIGTERM, _on_sigterm)
-    except (ValueError, AttributeError, OSError):  # not the main thread, or no SIGTERM here
-        return None
+class _SigtermGuard:
+    """SIGTERM raises :class:`_Terminated` while the run goes (so the finished rows are kept, as
+    with Ctrl-C); after :meth:`defer` it is only noted, so it cannot cut the writing of the
+    files short. Main thread only (elsewhere Python allows no handler: a no-op)."""
 
+    def __init__(self) -> None:
+        self.previous: Any = None
+        self.installed = False
+        self.deferred = False
 
-def _restore_sigterm(previous: Any) -> None:
-    if previous is not None:
-        with contextlib.suppress(ValueError, OSError):
-            signal.signal(signal.SIGTERM, previous)
+    def _raise(self, signum: int, frame: Any) -> None:
+        raise _Terminated()
+
+    def _note(self, signum: int, frame: Any) -> None:
+        self.deferred = True
+
+    def __enter__(self) -> "_SigtermGuard":
+        try:
+            self.previous = signal.signal(signal.SIGTERM, self._raise)
+            self.installed = True
+        except (ValueError, AttributeError, OSError):  # not the main thread, or no SIGTERM here
+            pass
+        return self
+
+    def defer(self) -> None:
+        if self.installed:
+            signal.signal(signal.SIGTERM, self._note)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.installed:
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(signal.SIGTERM, self.previous)
 
 
 def _report(rows: list[dict[str, Any]], markdown: _Output | None, plot: _Output | None,

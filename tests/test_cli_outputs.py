@@ -302,3 +302,28 @@ def test_closed_pipe_end_to_end(tmp_path):
     assert proc.returncode == 2, err[-2000:]
     assert "could not print the table" in err and "Traceback" not in err and "Exception ignored" not in err
     assert md.read_text().count("| generated |") == 5000
+
+
+def test_sigterm_while_the_files_are_written_does_not_cut_them_short(tmp_path, monkeypatch, capsys):
+    """A SIGTERM after the run (while writing) is noted: the files are written, then exit 143."""
+    md, png = tmp_path / "t.md", tmp_path / "f.png"
+    real_write = cli._write_outputs
+
+    def write_after_a_sigterm(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)   # delivered at once, in the main thread
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "compare", _fake_compare())
+    monkeypatch.setattr(cli, "_write_outputs", write_after_a_sigterm)
+
+    def safety(signum, frame):  # the unfixed code installs no handler: fail the test, not the pytest process
+        raise RuntimeError("SIGTERM was not handled by the CLI")
+
+    previous = signal.signal(signal.SIGTERM, safety)
+    try:
+        assert _run(["compare", "--markdown", str(md), "--plot", str(png)]) == 143
+        assert signal.getsignal(signal.SIGTERM) is safety    # the CLI restored the handler it found
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert md.read_text().count("| generated |") == 2 and png.read_bytes()[:4] == b"\x89PNG"
+    assert "terminated" in capsys.readouterr().err
