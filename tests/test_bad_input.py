@@ -203,3 +203,14 @@ def test_ratio_interval_is_defined_when_some_resampled_medians_are_zero():
         warnings.simplefilter("error")      # no divide-by-zero RuntimeWarning either
         r = median_ratio([1.0, 2.0, 3.0], [0.0, 1.0, 2.0], n_boot=500)
     assert r.median == 2.0 and r.ci_high == np.inf and np.isfinite(r.ci_low)
+
+
+@pytest.mark.parametrize("label", [3.7, 10, -1, True])
+def test_fractional_or_out_of_range_digit_labels_are_refused(label):
+    from cfginv_lite.data import digit_prompt, real_digits
+
+    with pytest.raises(ValueError, match="digit label must be an integer in \\[0, 9\\]"):
+        digit_prompt(label)
+    with pytest.raises(ValueError, match="digit label must be an integer in \\[0, 9\\]"):
+        real_digits([1, label])
+    assert digit_prompt(np.int64(3)) == digit_prompt(torch.tensor(3)) == "a handwritten digit three"
