@@ -327,3 +327,18 @@ def test_sigterm_while_the_files_are_written_does_not_cut_them_short(tmp_path, m
         signal.signal(signal.SIGTERM, previous)
     assert md.read_text().count("| generated |") == 2 and png.read_bytes()[:4] == b"\x89PNG"
     assert "terminated" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module", ["cfginv_lite", "cfginv_lite.models.train_digits"])
+def test_ctrl_c_while_the_libraries_load_exits_130_without_a_traceback(module, tmp_path):
+    """Ctrl-C during the seconds torch takes to import, made deterministic: a stand-in ``torch``
+    module first on the path raises KeyboardInterrupt when imported."""
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "torch.py").write_text("raise KeyboardInterrupt\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(fake), str(ROOT)])}
+    args = ["compare", "--no-progress"] if module == "cfginv_lite" else ["--no-progress", "--out", str(tmp_path / "w")]
+    proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=120,
+                          env=env, cwd=tmp_path)
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    assert "interrupted" in proc.stderr and "Traceback" not in proc.stderr
