@@ -139,6 +139,9 @@ def invert_null_text(
     enabled (the digits model does).
     """
     z = check_latents(model, latents)
+    if z.requires_grad:
+        raise ValueError("null-text inversion runs its own backward passes (into the null embeddings) and cannot "
+                         "also build a graph through the latents, which require grad; pass latents.detach()")
     grid = check_grid(timesteps, len(model.alphas_cumprod))
     inner_steps = check_int("inner_steps", inner_steps, 0)
     lr = check_positive("lr", lr)

@@ -4,13 +4,20 @@ Generates a fixed, seeded set of images per prompt at each guidance scale, inver
 with each requested method at the same scale, regenerates them, and prints a table of
 reconstruction errors and costs. Progress bars go to stderr, the table to stdout.
 
-Every argument and output path is checked before the first network call. A run that stops
-early (an error, or Ctrl-C) still prints, and writes, the rows it finished. ``--plot`` and
-``--markdown`` never replace a file cfginv-lite did not write itself, unless ``--force``.
+Every argument and output path is checked before the first network call. A value given
+twice to --cfg, --steps or --methods is run once (a note on stderr says so). A run that stops
+early (an error, Ctrl-C, or SIGTERM) still prints, and writes, the rows it finished; if the
+table cannot be printed (a closed pipe, a full disk) the files are still written. ``--plot``
+and ``--markdown`` never replace a file cfginv-lite did not write itself, nor a symbolic
+link, unless ``--force``; this is checked again when the files are written, so a file that
+appeared during the run (or a second run's) is left alone and the results go to a new file.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,8 +28,7 @@ from .validation import check_int, check_seed
 from .ddim import check_guidance_scale
 from .devices import resolve_device
 from .outputs import (
-    MARKDOWN_MARKER, SOFTWARE, OutputPathError, check_output_file, is_tool_image, is_tool_markdown, write_atomic,
-    write_text_atomic,
+    MARKDOWN_MARKER, SOFTWARE, OutputPathError, check_output_file, is_tool_image, is_tool_markdown, write_output,
 )
 from .presentation import COLUMNS, format_table, plot_rows  # noqa: F401  (format_table: old import path)
 from .schedule import SD1_SCHEDULER_CONFIG, SPACINGS, timestep_grid
@@ -125,22 +131,56 @@ def _check_plot_path(path: str, force: bool) -> Path:
     return check_output_file(path, what="--plot file", force=force, owned=is_tool_image)
 
 
-def _write_outputs(rows: list[dict[str, Any]], markdown: Path | None, plot: Path | None) -> list[str]:
+class _Output:
+    """An output file accepted before the run, and what was at its path then (for the write-time check)."""
+
+    def __init__(self, path: Path, *, force: bool, owned: Any, what: str) -> None:
+        self.path, self.force, self.owned, self.what = path, force, owned, what
+        self.existed = os.path.lexists(path)
+
+    def write(self, write: Any) -> None:
+        write_output(self.path, write, existed=self.existed, force=self.force, owned=self.owned, what=self.what)
+
+
+def _say(message: str) -> None:
+    """A line on stderr that never raises (stderr may be a closed pipe too)."""
+    with contextlib.suppress(OSError, ValueError):
+        print(message, file=sys.stderr, flush=True)
+
+
+def _write_outputs(rows: list[dict[str, Any]], markdown: _Output | None, plot: _Output | None) -> list[str]:
     """Write each requested file independently (one failing never blocks the other); return the errors."""
     errors = []
     if markdown is not None:
+        text = MARKDOWN_MARKER + "\n" + format_table(rows, markdown=True) + "\n"
         try:
-            write_text_atomic(markdown, MARKDOWN_MARKER + "\n" + format_table(rows, markdown=True) + "\n")
-            print(f"saved {markdown}", file=sys.stderr)
+            markdown.write(lambda tmp: tmp.write_text(text, encoding="utf-8"))
+            _say(f"saved {markdown.path}")
         except OSError as err:
-            errors.append(f"could not write --markdown {str(markdown)!r}: {err.strerror or err}")
+            errors.append(f"could not write --markdown {str(markdown.path)!r}: {err.strerror or err}")
     if plot is not None:
         try:
-            write_atomic(plot, lambda tmp: plot_rows(rows, str(tmp), software=SOFTWARE))
-            print(f"saved {plot}", file=sys.stderr)
+            plot.write(lambda tmp: plot_rows(rows, str(tmp), software=SOFTWARE))
+            _say(f"saved {plot.path}")
         except (OSError, ValueError) as err:
-            errors.append(f"could not write --plot {str(plot)!r}: {err}")
+            errors.append(f"could not write --plot {str(plot.path)!r}: {err.strerror or err}"
+                          if isinstance(err, OSError) else f"could not write --plot {str(plot.path)!r}: {err}")
     return errors
+
+
+def _dedupe(args: argparse.Namespace) -> None:
+    """A value repeated in --cfg, --steps or --methods is run once (same rows, half the time); say so."""
+    for option, attr in (("--cfg", "cfg"), ("--steps", "steps"), ("--methods", "methods")):
+        values = getattr(args, attr)
+        unique = list(dict.fromkeys(values))
+        if len(unique) < len(values):
+            repeated = sorted({f"{v:g}" if isinstance(v, float) else str(v) for v in values if values.count(v) > 1})
+            _say(f"note: {option} {' '.join(repeated)} given more than once; running each value once")
+            setattr(args, attr, unique)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the finished rows are printed and written."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,47 +212,119 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: exit 0 on success, 2 with a one-line message for a bad argument or a failed run."""
+    """Entry point: exit 0 on success, 2 with a one-line message for a bad argument or a failed run,
+    130 after Ctrl-C and 143 after SIGTERM (the finished rows printed and written in both cases)."""
     parser = build_parser()
+    try:
+        return _main(parser, argv)
+    except KeyboardInterrupt as stop:  # before or after the run (the run itself keeps its rows)
+        _say(f"{parser.prog}: {'terminated' if isinstance(stop, _Terminated) else 'interrupted'}")
+        return 143 if isinstance(stop, _Terminated) else 130
+
+
+def _main(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
+    _dedupe(args)
     try:  # all checks before the first network call: a typo costs no computation
         settings = check_compare_args(args.model, args.cfg, args.steps, args.methods, args.images_per_digit,
                                       args.seed, args.spacing, args.sampler, args.device)
-        markdown = None if args.markdown is None else check_output_file(
-            args.markdown, what="--markdown file", force=args.force, owned=is_tool_markdown)
-        plot = None if args.plot is None else _check_plot_path(args.plot, args.force)
-        if markdown is not None and markdown == plot:
+        markdown = None if args.markdown is None else _Output(check_output_file(
+            args.markdown, what="--markdown file", force=args.force, owned=is_tool_markdown),
+            force=args.force, owned=is_tool_markdown, what="--markdown file")
+        plot = None if args.plot is None else _Output(_check_plot_path(args.plot, args.force),
+                                                       force=args.force, owned=is_tool_image, what="--plot file")
+        if markdown is not None and plot is not None and markdown.path == plot.path:
             raise OutputPathError("--markdown and --plot name the same file; give two different names")
     except ValueError as exc:
         parser.error(str(exc))
     rows: list[dict[str, Any]] = []
     failure: BaseException | None = None
-    try:
-        compare(**settings, real=args.real, progress=not args.no_progress, into=rows)
-    except (ValueError, OSError, KeyboardInterrupt) as exc:  # user-facing: keep the rows, no traceback
-        failure = exc
-    except BaseException:
-        _report(rows, markdown, plot, partial=True)  # an unexpected bug still keeps the finished rows
-        raise
-    errors = _report(rows, markdown, plot, partial=failure is not None)
+    with _SigtermGuard() as sigterm:
+        try:
+            compare(**settings, real=args.real, progress=not args.no_progress, into=rows)
+        except (ValueError, OSError, KeyboardInterrupt) as exc:  # user-facing: keep the rows, no traceback
+            failure = exc
+        except BaseException:
+            sigterm.defer()
+            _report(rows, markdown, plot, partial=True)  # an unexpected bug still keeps the finished rows
+            raise
+        sigterm.defer()  # a SIGTERM from now on waits until the rows are written
+        errors = _report(rows, markdown, plot, partial=failure is not None)
+    if sigterm.deferred and failure is None:
+        failure = _Terminated()
     if isinstance(failure, KeyboardInterrupt):
-        print(f"{parser.prog}: interrupted", file=sys.stderr)
-        return 130
+        for message in errors:
+            _say(f"{parser.prog}: error: {message}")
+        raise failure
     if failure is not None:
         errors.insert(0, f"the run stopped after {len(rows)} row(s): {failure}")
     for message in errors:
-        print(f"{parser.prog}: error: {message}", file=sys.stderr)
+        _say(f"{parser.prog}: error: {message}")
     return 2 if errors else 0
 
 
-def _report(rows: list[dict[str, Any]], markdown: Path | None, plot: Path | None, partial: bool) -> list[str]:
-    """Print the table and write the files for the rows there are (all of them, or the finished ones)."""
+class _SigtermGuard:
+    """SIGTERM raises :class:`_Terminated` while the run goes (so the finished rows are kept, as
+    with Ctrl-C); after :meth:`defer` it is only noted, so it cannot cut the writing of the
+    files short. Main thread only (elsewhere Python allows no handler: a no-op)."""
+
+    def __init__(self) -> None:
+        self.previous: Any = None
+        self.installed = False
+        self.deferred = False
+
+    def _raise(self, signum: int, frame: Any) -> None:
+        raise _Terminated()
+
+    def _note(self, signum: int, frame: Any) -> None:
+        self.deferred = True
+
+    def __enter__(self) -> "_SigtermGuard":
+        try:
+            self.previous = signal.signal(signal.SIGTERM, self._raise)
+            self.installed = True
+        except (ValueError, AttributeError, OSError):  # not the main thread, or no SIGTERM here
+            pass
+        return self
+
+    def defer(self) -> None:
+        if self.installed:
+            signal.signal(signal.SIGTERM, self._note)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.installed:
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(signal.SIGTERM, self.previous)
+
+
+def _report(rows: list[dict[str, Any]], markdown: _Output | None, plot: _Output | None,
+            partial: bool) -> list[str]:
+    """Print the table and write the files for the rows there are (all of them, or the finished ones).
+
+    The files are written even when the table cannot be printed (stdout a closed pipe, or a
+    file on a full disk); that failure is one of the returned errors.
+    """
     if not rows:
         return []
+    errors: list[str] = []
     if partial:
-        print(f"(partial results: the {len(rows)} row(s) finished before the run stopped)", file=sys.stderr)
-    print(format_table(rows), flush=True)
-    return _write_outputs(rows, markdown, plot)
+        _say(f"(partial results: the {len(rows)} row(s) finished before the run stopped)")
+    try:
+        print(format_table(rows), flush=True)
+    except (OSError, ValueError) as err:  # BrokenPipeError, ENOSPC, a closed sys.stdout
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err) or type(err).__name__
+        errors.append(f"could not print the table to stdout ({reason})"
+                      + ("; the --markdown/--plot files are written all the same" if markdown or plot else ""))
+        _silence_stdout()
+    return errors + _write_outputs(rows, markdown, plot)
+
+
+def _silence_stdout() -> None:
+    """After a failed print, point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 if __name__ == "__main__":  # pragma: no cover

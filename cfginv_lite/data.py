@@ -5,6 +5,8 @@ download). They are scaled to ``[-1, 1]`` (and optionally upsampled bilinearly t
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -14,9 +16,17 @@ DIGIT_NAMES: tuple[str, ...] = ("zero", "one", "two", "three", "four", "five", "
 
 def digit_prompt(label: int) -> str:
     """The training prompt for class ``label``, e.g. ``"a handwritten digit three"``."""
-    if not 0 <= int(label) <= 9:
-        raise ValueError(f"digit label must be 0..9, got {label}")
-    return f"a handwritten digit {DIGIT_NAMES[int(label)]}"
+    return f"a handwritten digit {DIGIT_NAMES[_check_label(label)]}"
+
+
+def _check_label(label: Any) -> int:
+    """A digit 0..9: a Python/numpy integer or a one-element integer tensor; 3.7 is an error, not 3."""
+    from .validation import check_int
+
+    if isinstance(label, torch.Tensor) and label.numel() == 1 and not label.is_floating_point() \
+            and label.dtype != torch.bool:
+        label = label.item()
+    return check_int("digit label", label, minimum=0, maximum=9)
 
 
 def load_digit_images(size: int = 8) -> tuple[torch.Tensor, np.ndarray]:
@@ -33,6 +43,7 @@ def load_digit_images(size: int = 8) -> tuple[torch.Tensor, np.ndarray]:
 def real_digits(labels: list[int], size: int = 8, seed: int = 0) -> torch.Tensor:
     """One real dataset image per requested label, drawn reproducibly with ``seed``."""
     images, targets = load_digit_images(size)
+    labels = [_check_label(lab) for lab in labels]
     rng = np.random.default_rng(seed)
     picks = [int(rng.choice(np.flatnonzero(targets == lab))) for lab in labels]
     return images[picks]
@@ -45,7 +56,9 @@ def real_digit_set(per_digit: int = 10, seed: int = 0, size: int = 8) -> tuple[t
     and their labels. The draw depends only on ``seed``. (Unlike :func:`real_digits`, which
     draws one image per requested label and may repeat an image.)
     """
-    per_digit = int(per_digit)
+    from .validation import check_int
+
+    per_digit = check_int("per_digit", per_digit, minimum=1)  # 2.5 is an error, never silently 2
     images, targets = load_digit_images(size)
     counts = np.bincount(targets, minlength=10)
     if not 1 <= per_digit <= int(counts.min()):

@@ -281,6 +281,10 @@ def check_latents(model: Any, latents: Any) -> torch.Tensor:
         )
     if latents.shape[0] == 0:
         raise ValueError(f"latents batch is empty (shape {tuple(latents.shape)}); pass at least one latent")
+    if latents.device.type == "meta":
+        raise ValueError("latents are on the 'meta' device (a shape without data, e.g. from a model built with "
+                         "device='meta'); create them on a real device, e.g. latents.to_empty(device='cpu') and fill "
+                         "them, or model.encode(images)")
     if not torch.isfinite(latents).all():
         raise ValueError("latents contain NaN or infinite values")
     return latents

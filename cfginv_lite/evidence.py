@@ -35,6 +35,7 @@ from .experiment import generate
 from .methods import run_method
 from .metrics import image_rmse, psnr, rmse
 from .sampling import regenerate
+from .validation import check_int, check_seed
 
 #: Regeneration samplers: DDIM on the inversion grid, the seed's K-LMS, the method's own.
 SAMPLERS: tuple[str, ...] = ("ddim", "lms", "own")
@@ -75,13 +76,12 @@ def digit_sets(model: Any, scale: float, grid: Sequence[int], *, per_digit: int 
     unknown = [c for c in cases if c not in CASES]
     if unknown or not cases:
         raise ValueError(f"cases must be a non-empty subset of {CASES}, got {cases}")
-    if int(per_digit) < 1:
-        raise ValueError(f"per_digit must be >= 1, got {per_digit}")
-    labels = [d for d in range(10) for _ in range(int(per_digit))]
+    per_digit = check_int("per_digit", per_digit, minimum=1)  # 2.5 is an error, not 2
+    labels = [d for d in range(10) for _ in range(per_digit)]
     prompts = [digit_prompt(d) for d in labels]
     sets: dict[str, InputSet] = {}
     if "real" in cases:
-        real, real_labels = real_digit_set(int(per_digit), seed=seed)
+        real, real_labels = real_digit_set(per_digit, seed=seed)
         real = real.to(model.device)
         sets["real"] = InputSet("real", model.encode(real), real, [digit_prompt(d) for d in real_labels],
                                 list(real_labels))
@@ -235,8 +235,16 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}" if abs(x) < 1e-3 or abs(x) >= 100 else f"{x:.4f}" if abs(x) < 0.1 else f"{x:.3f}"
 
 
+def _check_boot(n_boot: Any, seed: Any) -> tuple[int, int]:
+    return check_int("n_boot", n_boot, minimum=1), check_seed(seed)
+
+
 def spread(values: Any, *, n_boot: int = 2000, seed: int = 0) -> Spread:
-    """Median, interquartile range and a bootstrap 95% interval of the median of ``values``."""
+    """Median, interquartile range and a bootstrap 95% interval of the median of ``values``.
+
+    ``n_boot`` (>= 1) bootstrap resamples; 0 is an error (there is no interval without them).
+    """
+    n_boot, seed = _check_boot(n_boot, seed)
     x = np.asarray(values, dtype=np.float64).ravel()
     if x.size == 0:
         raise ValueError("spread of an empty set of values")
@@ -254,15 +262,30 @@ def median_ratio(a: Any, b: Any, *, n_boot: int = 2000, seed: int = 0) -> Spread
 
     The returned :class:`Spread` holds the ratio in ``median`` and its interval in
     ``ci_low``/``ci_high``; ``q25``/``q75`` are the interval too (a ratio has no IQR).
+
+    ``median(b) == 0`` is an error (the ratio is undefined). Resamples whose median of ``b``
+    is 0 give an infinite ratio (or none, when the median of ``a`` is 0 too: those are
+    left out), so the interval's upper end can be ``inf``: the data cannot bound the ratio.
     """
+    n_boot, seed = _check_boot(n_boot, seed)
     x = np.asarray(a, dtype=np.float64).ravel()
     y = np.asarray(b, dtype=np.float64).ravel()
     if x.size == 0 or y.size == 0:
         raise ValueError("median_ratio of an empty set of values")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError("median_ratio of non-finite values; drop or count them first")
+    if np.median(y) == 0:
+        raise ValueError("median_ratio: the median of b is 0, so the ratio of medians is undefined; "
+                         "compare differences of medians instead, or drop the zero values first")
     rng = np.random.default_rng(seed)
-    bx = np.median(x[rng.integers(0, x.size, size=(int(n_boot), x.size))], axis=1)
-    by = np.median(y[rng.integers(0, y.size, size=(int(n_boot), y.size))], axis=1)
-    lo, hi = np.percentile(bx / by, [2.5, 97.5])
+    bx = np.median(x[rng.integers(0, x.size, size=(n_boot, x.size))], axis=1)
+    by = np.median(y[rng.integers(0, y.size, size=(n_boot, y.size))], axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = bx / by
+    ratios = ratios[~np.isnan(ratios)]  # 0 / 0: no ratio in that resample
+    # Interpolating between two infinite ratios gives NaN: take the nearest resample there instead.
+    method = "linear" if np.isfinite(ratios).all() else "nearest"
+    lo, hi = np.percentile(ratios, [2.5, 97.5], method=method) if ratios.size else (math.nan, math.nan)
     r = float(np.median(x) / np.median(y))
     return Spread(r, float(lo), float(hi), float(lo), float(hi), int(min(x.size, y.size)))
 
@@ -275,6 +298,10 @@ def paired_ratio(a: Any, b: Any, *, n_boot: int = 2000, seed: int = 0) -> Spread
     y = np.asarray(b, dtype=np.float64).ravel()
     if x.shape != y.shape:
         raise ValueError(f"paired_ratio needs values for the same images, got {x.size} and {y.size}")
+    zero = np.flatnonzero(y == 0)
+    if zero.size:
+        raise ValueError(f"paired_ratio: b is 0 for {zero.size} image(s) (e.g. index {int(zero[0])}), where a ratio "
+                         "is undefined; drop those images (and count them), or compare differences instead")
     return spread(x / y, n_boot=n_boot, seed=seed)
 
 

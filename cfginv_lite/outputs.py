@@ -6,17 +6,25 @@ Two rules, both checked **before** any work starts, so no run loses its results 
    creating and removing a temporary file there, which also catches ``/proc``, read-only
    mounts and missing permissions), and the path is not a folder, a device or a FIFO.
 2. An existing file is replaced only if the tool wrote it itself (a marker it leaves in
-   the file: a first-line comment in Markdown, the ``Software`` text chunk in PNG) or if
-   the user passed ``--force``. Everything else the user owns is refused.
+   the file: a first-line comment in Markdown, the ``Software`` text chunk in PNG, the
+   ``Creator`` of a PDF or SVG) or if the user passed ``--force``. Everything else the user
+   owns is refused, and so is a symbolic link (replacing it would cut the link), even one
+   pointing at a table the tool wrote.
 
 Files are written atomically (a temporary file in the same folder, then ``os.replace``), so
-a failure while writing never leaves a truncated file behind.
+a failure while writing never leaves a truncated file behind. The ownership rule is checked
+again when the file is written (:func:`write_output`): a path that was free at the start is
+claimed exclusively (``os.link`` of the finished temporary file, which fails if anything,
+e.g. a second run, created the path meanwhile), and an existing one must still be the tool's
+own regular file. A refused write keeps its results in a new file next to the path
+(:class:`OutputConflictError` names it).
 """
 from __future__ import annotations
 
 import contextlib
 import functools
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
@@ -31,6 +39,17 @@ _VIRTUAL_ROOTS = ("/proc", "/sys", "/dev")
 
 class OutputPathError(ValueError):
     """An output path is unusable (missing folder, not writable, a folder, or a file the tool must not replace)."""
+
+
+class OutputConflictError(FileExistsError):
+    """At write time the path was no longer free or the tool's own; ``kept`` holds the results instead."""
+
+    def __init__(self, message: str, kept: Path | None = None) -> None:
+        super().__init__(message)
+        self.kept = kept
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 def _virtual(path: Path) -> bool:
@@ -63,6 +82,30 @@ def _probe_folder(folder: Path, what: str, shown: str) -> None:
     os.unlink(probe)
 
 
+_FS_IOC_GETFLAGS = 0x80086601  # Linux; <linux/fs.h>
+_FS_IMMUTABLE_FL, _FS_APPEND_FL = 0x10, 0x20
+
+
+def _immutable(path: Path) -> bool:
+    """Whether ``path`` carries the Linux immutable or append-only attribute (``chattr +i``/``+a``):
+    such a file cannot be replaced, even by root. False where the flags cannot be read."""
+    try:
+        import array
+        import fcntl
+
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except (ImportError, OSError):
+        return False
+    try:
+        flags = array.array("l", [0])
+        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, flags, True)
+        return bool(flags[0] & (_FS_IMMUTABLE_FL | _FS_APPEND_FL))
+    except (OSError, ValueError, OverflowError):  # not Linux, or a file system without these flags
+        return False
+    finally:
+        os.close(fd)
+
+
 def is_tool_markdown(path: Path) -> bool:
     """Whether ``path`` starts with :data:`MARKDOWN_MARKER` (a table this tool wrote)."""
     try:
@@ -72,9 +115,24 @@ def is_tool_markdown(path: Path) -> bool:
         return False
 
 
+_PDF_CREATOR = f"/Creator ({SOFTWARE})".encode()
+_SVG_CREATOR = re.compile(r"<dc:creator>\s*<cc:Agent>\s*<dc:title>" + re.escape(SOFTWARE) + r"</dc:title>")
+
+
 def is_tool_image(path: Path) -> bool:
-    """Whether ``path`` is a PNG whose ``Software`` text chunk is :data:`SOFTWARE` (a figure this tool wrote)."""
+    """Whether ``path`` is a figure this tool wrote (:func:`cfginv_lite.presentation.plot_rows` with
+    ``software=SOFTWARE``): a PNG whose ``Software`` text chunk, or a PDF or SVG whose creator
+    (matplotlib's ``Creator`` metadata) is :data:`SOFTWARE`."""
     try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if head.startswith(b"%PDF-"):  # matplotlib writes the info dictionary near the end
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, fh.tell() - 8192))
+                return _PDF_CREATOR in fh.read()
+            if head.startswith((b"<?xml", b"<svg")):  # matplotlib writes <metadata> right after <svg>
+                fh.seek(0)
+                return _SVG_CREATOR.search(fh.read(8192).decode("utf-8", "replace")) is not None
         from PIL import Image
 
         with Image.open(path) as img:
@@ -115,6 +173,10 @@ def check_output_file(path: Any, *, what: str = "output file", force: bool = Fal
         raise OutputPathError(f"cannot write the {what} to {shown!r}: {p.parts[1]!r} is a system folder, not storage")
     if p.is_dir():
         raise OutputPathError(f"the {what} {shown!r} is a folder; give a file name inside it")
+    if p.is_symlink() and not force:
+        raise OutputPathError(f"the {what} {shown!r} is a symbolic link; replacing it would cut the link "
+                              "(to wherever it points); pass --force to replace the link with a file, or "
+                              "choose another name")
     if p.exists() or p.is_symlink():
         try:
             mode = os.stat(p).st_mode
@@ -125,6 +187,9 @@ def check_output_file(path: Any, *, what: str = "output file", force: bool = Fal
         if not force and not (owned is not None and owned(p)):
             raise OutputPathError(f"the {what} {shown!r} already exists and was not written by cfginv-lite; "
                                   "pass --force to overwrite it, or choose another name")
+        if _immutable(p):
+            raise OutputPathError(f"the {what} {shown!r} is immutable or append-only (chattr +i/+a) and cannot be "
+                                  "replaced; remove the attribute (chattr -i -a) or choose another name")
     folder = p.parent
     if not folder.exists():
         raise OutputPathError(f"cannot write the {what} {shown!r}: the folder {str(folder)!r} does not exist")
@@ -162,6 +227,11 @@ def check_output_dir(path: Any, names: Iterable[str], *, what: str = "output fol
     if existing and not force:
         raise OutputPathError(f"the {what} {shown!r} already holds {', '.join(existing)}; pass --force to "
                               "overwrite, or choose another folder")
+    stuck = [name for name in existing if _immutable(p / name)]
+    if stuck:
+        raise OutputPathError(f"{', '.join(stuck)} in the {what} {shown!r} is immutable or append-only "
+                              "(chattr +i/+a) and cannot be replaced; remove the attribute (chattr -i -a) or "
+                              "choose another folder")
     ancestor = p
     while not ancestor.exists():
         ancestor = ancestor.parent
@@ -201,5 +271,104 @@ def write_text_atomic(path: Path, text: str) -> None:
     write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-__all__ = ["MARKDOWN_MARKER", "OutputPathError", "SOFTWARE", "check_output_dir", "check_output_file",
-           "is_tool_image", "is_tool_markdown", "write_atomic", "write_text_atomic"]
+def _claim_exclusively(tmp: str, path: Path) -> None:
+    """Put the finished ``tmp`` at ``path`` only if nothing is there (FileExistsError otherwise)."""
+    try:
+        os.link(tmp, path)  # atomic and exclusive: the whole file appears, or nothing
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links: an exclusive create, then copy
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as out, open(tmp, "rb") as src:
+                while chunk := src.read(1 << 20):
+                    out.write(chunk)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
+    os.unlink(tmp)
+
+
+def _keep(tmp: str, path: Path) -> Path:
+    """Move the refused results to a new, visible file next to ``path``; return its name."""
+    fd, kept = tempfile.mkstemp(prefix=f"{path.stem}.kept-", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    os.replace(tmp, kept)
+    return Path(kept)
+
+
+def write_output(path: Path, write: Callable[[Path], None], *, existed: bool, force: bool = False,
+                 owned: Callable[[Path], bool] | None = None, what: str = "output file") -> None:
+    """Write ``path`` atomically, checking the ownership rule again at write time.
+
+    ``existed`` is whether anything was at ``path`` when :func:`check_output_file` accepted it.
+    With ``force`` the file is replaced whatever is there now. Otherwise a path that was free
+    must still be free (the finished file is linked into place exclusively, so a second run or
+    a file created meanwhile is never replaced), and a path that held the tool's own file
+    must still hold a regular file that ``owned`` recognises (not a symbolic link). When that
+    fails, the results are kept in a new file next to ``path`` and :class:`OutputConflictError`
+    (a ``FileExistsError``) says where.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, _default_mode(path))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    try:
+        reason = _place(tmp, path, existed=existed, force=force, owned=owned)
+    except OSError as err:  # e.g. the path became a folder meanwhile: the finished results stay
+        reason = f"could not be replaced ({err.strerror or err})"
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if reason is None:
+        return
+    hint = "" if force else " (pass --force to overwrite)"
+    try:
+        kept = _keep(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise OutputConflictError(f"the {what} {str(path)!r} {reason}; it was left alone, and the results could "
+                                  f"not be kept next to it either ({err.strerror or err})") from None
+    raise OutputConflictError(f"the {what} {str(path)!r} {reason}; it was left alone and the results were "
+                              f"written to {str(kept)!r} instead{hint}", kept)
+
+
+def _place(tmp: str, path: Path, *, existed: bool, force: bool, owned: Callable[[Path], bool] | None) -> str | None:
+    """Move the finished ``tmp`` to ``path`` if the rules of :func:`write_output` allow; else say why not."""
+    if force:
+        os.replace(tmp, path)
+        return None
+    if not existed:
+        try:
+            _claim_exclusively(tmp, path)
+            return None
+        except FileExistsError:
+            return "appeared during the run (another run, or another program, created it)"
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:  # removed meanwhile: free again, claim it
+        try:
+            _claim_exclusively(tmp, path)
+            return None
+        except FileExistsError:
+            mode = os.lstat(path).st_mode
+    if stat.S_ISLNK(mode):
+        return "became a symbolic link during the run"
+    if not stat.S_ISREG(mode) or not (owned is not None and owned(path)):
+        return "was replaced during the run by a file cfginv-lite did not write"
+    os.replace(tmp, path)
+    return None
+
+
+__all__ = ["MARKDOWN_MARKER", "OutputConflictError", "OutputPathError", "SOFTWARE", "check_output_dir",
+           "check_output_file", "is_tool_image", "is_tool_markdown", "write_atomic", "write_output",
+           "write_text_atomic"]

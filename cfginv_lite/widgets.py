@@ -38,7 +38,9 @@ from matplotlib.gridspec import GridSpec
 # from here because the notebooks call them as widgets.<name>.
 from .metrics import Reference, align_reference, error_curve, shrink_array, solver_residual, step_rmse
 from .trace import Trace
+from .validation import check_bool, check_choice, check_int, check_positive
 ChannelMode = Literal["auto", "mean", "rgb"]
+CHANNEL_MODES: tuple[str, ...] = ("auto", "mean", "rgb")
 
 ERROR_LABEL = "RMSE vs reference"
 LEVEL_LABEL = "noise level t (after the step)"
@@ -48,6 +50,9 @@ _FONT = 9  # smallest font size in the views, points
 
 # --------------------------------------------------------------------------- data helpers
 def _as_traces(traces: Trace | Sequence[Trace]) -> list[Trace]:
+    if not isinstance(traces, Trace) and (isinstance(traces, (str, bytes)) or not hasattr(traces, "__iter__")):
+        raise ValueError(f"traces must be a Trace or a list of Traces (TraceRecorder.finish()), "
+                         f"got {type(traces).__name__}")
     out = [traces] if isinstance(traces, Trace) else list(traces)
     if not out:
         raise ValueError("need at least one Trace")
@@ -55,6 +60,21 @@ def _as_traces(traces: Trace | Sequence[Trace]) -> list[Trace]:
         if not isinstance(tr, Trace):
             raise ValueError(f"expected Trace objects (TraceRecorder.finish()), got {type(tr).__name__}")
     return out
+
+
+def _check_view_args(trs: Sequence[Trace], *, key: Any, image: Any, channels: Any, log_error: Any, dpi: Any,
+                     decode: Any) -> int:
+    """The arguments both views share; returns ``image`` as a checked int (negative counts from the end)."""
+    if not isinstance(key, str):
+        raise ValueError(f"key must be the name of a recorded tensor (a string), got {type(key).__name__}")
+    batch = min(np.shape(tr.tensor(key))[1] for tr in trs)  # (steps, B, C, h, w); a missing key: Trace's message
+    image = check_int("image", image, minimum=-batch, maximum=batch - 1)
+    check_choice("channels", channels, CHANNEL_MODES)
+    check_bool("log_error", log_error)
+    check_int("dpi", dpi, minimum=10, maximum=1000)
+    if decode is not None and not callable(decode):
+        raise ValueError(f"decode must be a function of latents (or None), got {type(decode).__name__}")
+    return image
 
 
 def _method_names(traces: Sequence[Trace]) -> list[str]:
@@ -175,15 +195,22 @@ def step_montage(
     displayed once, as the cell's value, and not again by pyplot).
     """
     trs = _as_traces(traces)
+    image = _check_view_args(trs, key=key, image=image, channels=channels, log_error=log_error, dpi=dpi,
+                             decode=decode)
+    max_columns = check_int("max_columns", max_columns, minimum=1)
+    cell_inches = check_positive("cell_inches", cell_inches, high=10.0)
     names = _method_names(trs)
     refs = _resolve_refs(trs, reference, key)
     curves, ylabel = _curves(trs, refs, key)
     has_ref = any(r is not None for r in refs)
     has_curve = any(c is not None for c in curves)
     n_steps = max(len(tr) for tr in trs)
+    if steps is not None and (isinstance(steps, (str, bytes)) or not hasattr(steps, "__iter__")):
+        raise ValueError(f"steps must be a list of step indices, got {type(steps).__name__}")
     cols = list(steps) if steps is not None else _pick(n_steps, max_columns)
     if not cols:
         raise ValueError("no steps selected")
+    cols = [check_int("steps", s) for s in cols]  # whole step indices: 1.5 is an error, not step 1
     if any(not 0 <= s < n_steps for s in cols):
         raise ValueError(f"steps must lie in [0, {n_steps - 1}], got {list(cols)}")
 
@@ -369,9 +396,13 @@ def step_explorer(
     import ipywidgets as W
     from ipywidgets.widgets.widget_string import HTMLStyle
 
-    if max_frames < 1:
-        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    max_frames = check_int("max_frames", max_frames, minimum=1)
     trs = _as_traces(traces)
+    image = _check_view_args(trs, key=key, image=image, channels=channels, log_error=log_error, dpi=dpi,
+                             decode=decode)
+    panel_px = check_int("panel_px", panel_px, minimum=1, maximum=4096)
+    max_latent_px = check_int("max_latent_px", max_latent_px, minimum=1)
+    interval_ms = check_int("interval_ms", interval_ms, minimum=1)
     names = _method_names(trs)
     refs = _resolve_refs(trs, reference, key)
     curves, ylabel = _curves(trs, refs, key)
@@ -617,13 +648,33 @@ def edit_explorer(
     import ipywidgets as W
     from ipywidgets.widgets.widget_string import HTMLStyle
 
+    zoom = check_int("zoom", zoom, minimum=1, maximum=64)
     sources = np.asarray(sources, dtype=np.float32)
     src, tgt = np.asarray(source_labels), np.asarray(target_labels)
-    if sources.ndim != 4 or len(src) != len(sources) or len(tgt) != len(sources):
-        raise ValueError(f"sources (N, 1, H, W) with N labels each, got {sources.shape}, {len(src)}, {len(tgt)}")
+    if sources.ndim != 4 or src.ndim != 1 or tgt.ndim != 1 or len(src) != len(sources) or len(tgt) != len(sources):
+        raise ValueError(f"sources (N, 1, H, W) with N labels each, got {sources.shape}, {src.shape}, {tgt.shape}")
+    for name, labels in (("source_labels", src), ("target_labels", tgt)):
+        for v in labels.tolist():
+            if not (isinstance(v, (int, float)) and float(v).is_integer() and v >= 0):  # digits: whole numbers
+                raise ValueError(f"{name} must be whole numbers >= 0, got {v!r}")
+    if not isinstance(edits, dict):
+        raise ValueError(f"edits must be a dict {{method: {{tau: images}}}}, got {type(edits).__name__}")
     methods = list(edits)
     if not methods:
         raise ValueError("edits is empty")
+    for m in methods:
+        if not isinstance(edits[m], dict):
+            raise ValueError(f"edits[{m!r}] must be a dict {{tau: images}}, got {type(edits[m]).__name__}")
+        for tau, images in edits[m].items():
+            if np.shape(images) != sources.shape:
+                raise ValueError(f"edits[{m!r}][{tau!r}] must have the shape of sources {sources.shape}, "
+                                 f"got {np.shape(images)}")
+            if success is not None and tau in success.get(m, {}) and np.shape(success[m][tau]) != (len(sources),):
+                raise ValueError(f"success[{m!r}][{tau!r}] must hold one flag per image ({len(sources)},), "
+                                 f"got {np.shape(success[m][tau])}")
+        if reconstructions is not None and np.shape(reconstructions.get(m)) != sources.shape:
+            raise ValueError(f"reconstructions[{m!r}] must be given with the shape of sources {sources.shape} "
+                             f"for every method of edits, got {np.shape(reconstructions.get(m))}")
     taus = sorted({float(t) for m in methods for t in edits[m]})
     digits = sorted(set(src.tolist()) | set(tgt.tolist()))
     col_names = [f"tau {t:g}" for t in taus]

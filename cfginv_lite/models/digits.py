@@ -195,8 +195,29 @@ def load_digits_model(device: str | torch.device = "cpu", weights_dir: str | Pat
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{str(weights_dir / 'digits.json')!r} is missing or not a digits weights description "
                          f"({type(err).__name__}: {err}); it is written next to digits.safetensors by the trainer") from None
+    if not (4 <= size <= 64 and size % 2 == 0):
+        raise ValueError(f"{str(weights_dir / 'digits.json')!r} gives size {size}; the digits model needs an even "
+                         "size in [4, 64] (the trainer writes the size it trained at)")
+    retrain = "copy it again, or train new weights with `python -m cfginv_lite.models.train_digits`"
+    try:
+        raw = load_file(path)
+    except OSError:
+        raise
+    except Exception as err:  # noqa: BLE001 (SafetensorError: truncated, empty, not a safetensors file)
+        raise ValueError(f"{str(path)!r} is not a complete safetensors file ({err}); an interrupted copy or "
+                         f"download truncates it: {retrain}") from None
+    state = {k: v.to(torch.float32) for k, v in raw.items()}
+    bad = [k for k, v in state.items() if not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"{str(path)!r} holds NaN/inf values in {len(bad)} tensor(s) (e.g. {bad[0]!r}): weights of a "
+                         f"diverged training run; {retrain} (a smaller --lr)")
     text_encoder, unet = build_networks(size)
-    state = {k: v.to(torch.float32) for k, v in load_file(path).items()}
-    text_encoder.load_state_dict({k[len("text_encoder."):]: v for k, v in state.items() if k.startswith("text_encoder.")})
-    unet.load_state_dict({k[len("unet."):]: v for k, v in state.items() if k.startswith("unet.")})
+    try:
+        text_encoder.load_state_dict({k[len("text_encoder."):]: v for k, v in state.items()
+                                      if k.startswith("text_encoder.")})
+        unet.load_state_dict({k[len("unet."):]: v for k, v in state.items() if k.startswith("unet.")})
+    except RuntimeError as err:  # missing/unexpected keys, size mismatches: torch's message spans many lines
+        detail = " ".join(line.strip() for line in str(err).splitlines()[1:3])
+        raise ValueError(f"{str(path)!r} does not hold the weights of the digits model its digits.json describes "
+                         f"(size {size}): {detail[:300]}; {retrain}") from None
     return DigitsModel(text_encoder, unet, size=size, scheduler_config=scheduler_config, device=device)

@@ -216,12 +216,14 @@ class StableDiffusionModel:
     def encode_prompt(self, prompts: Sequence[str]) -> torch.Tensor:
         """CLIP embeddings ``(B, 77, D)`` of the last hidden layer, as the SD pipelines use them.
 
-        Prompts are padded to ``tokenizer.model_max_length`` and truncated; ``""`` (padding
-        only) is the unconditional branch.
+        Prompts are padded to ``tokenizer.model_max_length`` (77 for CLIP) and truncated, as the
+        SD pipelines do; a prompt longer than that gets a ``UserWarning`` naming how many tokens
+        the text encoder never sees. ``""`` (padding only) is the unconditional branch.
         """
         if self.text_encoder is None or self.tokenizer is None:
             raise ValueError("this model was built without a text encoder/tokenizer; pass embeddings directly")
         prompts = as_prompt_list(prompts)  # the shared rule: a string is one prompt, items must be strings
+        self._warn_long_prompts(prompts)
         tokens = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
                                 truncation=True, return_tensors="pt")
         # SD 1.x/2.x text encoders are used without an attention mask unless their config asks.
@@ -229,6 +231,25 @@ class StableDiffusionModel:
         mask = tokens.attention_mask.to(self.device) if use_mask else None
         with oom_hint("text encoding"):
             return self.text_encoder(tokens.input_ids.to(self.device), attention_mask=mask)[0].to(self.dtype)
+
+    def _warn_long_prompts(self, prompts: list[str]) -> None:
+        """Warn (once per call) about prompts that CLIP's context window cuts off."""
+        import warnings
+
+        limit = int(self.tokenizer.model_max_length)
+        # Counted with the start/end tokens the padded call adds. Every BPE token covers at least one
+        # byte of the text, so only prompts of more than limit - 2 bytes can be cut: only they are
+        # tokenized a second time.
+        long = [(k, p) for k, p in enumerate(prompts) if len(p.encode("utf-8")) > limit - 2]
+        if not long:
+            return
+        ids = self.tokenizer([p for _, p in long], truncation=False).input_ids
+        cut = [(k, len(i)) for (k, _), i in zip(long, ids) if len(i) > limit]
+        if cut:
+            k, n = cut[0]
+            warnings.warn(f"{len(cut)} prompt(s) exceed the text encoder's {limit} tokens and are truncated, as in "
+                          f"the Stable Diffusion pipelines (prompt {k} has {n} tokens: its last {n - limit} are "
+                          "ignored); shorten them to keep every word", UserWarning, stacklevel=3)
 
     def predict_noise(self, latents: torch.Tensor, labels: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
         """``eps(z, t, c)`` from one batched UNet call; returned in the dtype of ``latents``.

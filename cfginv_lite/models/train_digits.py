@@ -12,13 +12,19 @@ the weights is what gets saved. Fixed seed; the run is deterministic on CPU.
 Output: ``digits.safetensors`` and ``digits.json`` in ``--out`` (default: a new folder
 ``digits_weights`` in the current directory). Existing weights, and the weights shipped with
 the package, are never replaced without ``--force``. Every argument and the output folder are
-checked before training starts, and a model whose folder became unwritable during training
-is saved to a new folder instead of being lost.
+checked before training starts, and the folder is claimed (a lock file in it) so a second
+trainer with the same ``--out`` fails at once instead of racing the first. A model whose
+folder became unwritable during training (removed, disk full) is saved to a new folder
+instead of being lost. A run whose loss becomes NaN/inf (too high a ``--lr``) stops with a
+message and saves nothing; Ctrl-C stops it with exit code 130 and a message.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import math
+import os
 import sys
 import tempfile
 import time
@@ -31,11 +37,16 @@ from tqdm.auto import tqdm
 from ..validation import check_int, check_real, check_seed
 from ..data import DIGIT_NAMES, load_digit_images
 from ..schedule import SD1_SCHEDULER_CONFIG, alphas_cumprod_from_config
-from ..outputs import check_output_dir
+from ..outputs import OutputPathError, check_output_dir
 from .digits import WEIGHT_FILES, WEIGHTS_DIR, DigitsModel, build_networks
 
 TEMPLATES = ("a handwritten digit {}", "the digit {}", "a handwritten {}", "the number {}")
 DEFAULT_OUT = "digits_weights"  # relative: a new folder in the working directory, never the package's
+LOCK_NAME = ".cfginv-train.lock"  # in --out while a trainer owns it
+
+
+class TrainingDivergedError(ValueError):
+    """The training loss (or the weights) became NaN or infinite: nothing worth saving."""
 
 
 def check_train_args(steps: Any = 2500, batch: Any = 128, lr: Any = 1e-3, dropout: Any = 0.12,
@@ -76,7 +87,10 @@ def train(steps: int = 2500, batch: int = 128, lr: float = 1e-3, dropout: float 
     text_encoder, unet = build_networks(size)
     params = [*text_encoder.parameters(), *unet.parameters()]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    # OneCycleLR divides by zero when the warm-up ends exactly at step 0 (pct_start * steps == 1,
+    # i.e. steps=20); a slightly longer warm-up gives the same one-step warm-up there.
+    pct_start = 0.05 if 0.05 * steps != 1 else 0.06
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=pct_start)
     abar = alphas_cumprod_from_config(SD1_SCHEDULER_CONFIG).to(torch.float32)
     model = DigitsModel(text_encoder, unet, size=size)  # for its tokenizer
     ema_text, ema_unet = copy.deepcopy(text_encoder), copy.deepcopy(unet)
@@ -105,6 +119,13 @@ def train(steps: int = 2500, batch: int = 128, lr: float = 1e-3, dropout: float 
                 for pe, pl in zip(ema.parameters(), live.parameters()):
                     pe.lerp_(pl, 1 - decay)
         losses.append(loss.item())
+        if not math.isfinite(losses[-1]):
+            raise TrainingDivergedError(f"training diverged: the loss became {losses[-1]} at step {step + 1} of "
+                                        f"{steps} (lr {lr:g}); nothing was saved; try a smaller --lr (default 1e-3)")
+    bad = [name for net in (ema_text, ema_unet) for name, p in net.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise TrainingDivergedError(f"training diverged: {len(bad)} weight tensor(s) hold NaN/inf (e.g. {bad[0]}); "
+                                    "nothing was saved; try a smaller --lr (default 1e-3)")
     seconds = time.time() - start
     info = {"train_steps": steps, "batch": batch, "lr": lr, "prompt_dropout": dropout, "ema_decay": ema_decay,
             "seed": seed, "train_seconds": round(seconds, 1), "torch_threads": torch.get_num_threads(),
@@ -113,7 +134,8 @@ def train(steps: int = 2500, batch: int = 128, lr: float = 1e-3, dropout: float 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: validate everything, train, save; a clean message and exit code 2 for a bad argument."""
+    """Command line: validate everything, claim ``--out``, train, save; a clean message and exit code 2 for a
+    bad argument, a second trainer on the same folder, or a diverged run; 1 if the model could be saved nowhere."""
     parser = argparse.ArgumentParser(prog="python -m cfginv_lite.models.train_digits", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=2500, help="training steps, >= 1 (default 2500)")
@@ -129,35 +151,128 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true",
                         help="overwrite existing weights in --out (including the package's shipped weights)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return _main(parser, argv)  # Ctrl-C propagates (the claim on --out released): see run()
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """What ``python -m cfginv_lite.models.train_digits`` runs: :func:`main`, with Ctrl-C (while
+    checking, loading the data or training) a one-line message and exit code 130, no traceback."""
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print("python -m cfginv_lite.models.train_digits: interrupted; nothing was saved", file=sys.stderr)
+        return 130
+
+
+def _main(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     try:  # everything that can be checked is checked before the (long) training starts
         settings = check_train_args(args.steps, args.batch, args.lr, args.dropout, seed=args.seed)
         out = check_output_dir(args.out, WEIGHT_FILES, what="--out folder", force=args.force,
                                protected=(WEIGHTS_DIR,))
+        claim = _OutClaim(out)
     except (ValueError, OSError) as err:
         parser.error(str(err))
-    model, info = train(**settings, progress=not args.no_progress)
-    path = _save_or_rescue(model, out, info, args.force)
+    with claim:
+        try:  # files that appeared between the check and the claim
+            check_output_dir(out, WEIGHT_FILES, what="--out folder", force=args.force, protected=(WEIGHTS_DIR,))
+        except OutputPathError as err:
+            parser.error(str(err))
+        try:
+            model, info = train(**settings, progress=not args.no_progress)
+        except TrainingDivergedError as err:
+            print(f"{parser.prog}: error: {err}", file=sys.stderr)
+            return 2
+        try:
+            path = _save_or_rescue(model, out, info, args.force)
+        except OSError as err:
+            print(f"{parser.prog}: error: {err}", file=sys.stderr)
+            return 1
     print(f"saved {path}: {info}")
     if out.resolve() != WEIGHTS_DIR.resolve():
         print(f"load it with: load_model('digits', weights_dir={str(path.parent)!r})", file=sys.stderr)
     return 0
 
 
+class _OutClaim:
+    """Claim ``--out`` for this trainer: create the folder and lock a file in it, atomically.
+
+    With ``fcntl`` (Linux, macOS) the lock is ``flock`` on :data:`LOCK_NAME`, which the kernel
+    releases when the process dies, so a killed trainer never blocks the next one; elsewhere
+    the lock file is created exclusively (``O_EXCL``) and a stale one must be deleted by hand.
+    Used as a context manager: the lock file, and the folder if this claim created it and it
+    is still empty, are removed on exit.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.created = not out.exists()
+        out.mkdir(parents=True, exist_ok=True)
+        self.lock = out / LOCK_NAME
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover (Windows)
+            fcntl = None
+        busy = (f"another trainer is writing to the --out folder {str(out)!r} (it holds {str(self.lock)!r}); "
+                "wait for it to finish, or choose another folder")
+        if fcntl is None:  # pragma: no cover
+            try:
+                self.fd = os.open(self.lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                raise OutputPathError(busy + " (delete the lock file if no trainer is running)") from None
+            return
+        self.fd = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # BlockingIOError: another process (or open file) holds it
+            os.close(self.fd)
+            self._forget_folder()
+            raise OutputPathError(busy) from None
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, f"{os.getpid()}\n".encode())
+
+    def _forget_folder(self) -> None:
+        if self.created:
+            with contextlib.suppress(OSError):
+                self.out.rmdir()  # only if empty
+
+    def __enter__(self) -> "_OutClaim":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self.lock)  # while still locked: a waiting trainer then finds the files, or nothing
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+        self._forget_folder()
+
+
 def _save_or_rescue(model: DigitsModel, out: Path, info: dict[str, Any], force: bool) -> Path:
-    """Save to ``out``; if that fails now (folder removed, disk full, file created meanwhile), save elsewhere."""
+    """Save to ``out``; if that fails now (folder removed, disk full, file created meanwhile), save elsewhere.
+
+    Any failure of the save counts (safetensors reports a full disk as its own
+    ``SafetensorError``, not an ``OSError``); only when the working directory and the temp
+    folder fail too does this raise, with every reason in the message.
+    """
+    reasons = []
     try:
         return model.save(out, metadata=info, overwrite=force)
-    except (OSError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 (OSError, ValueError, FileExistsError, SafetensorError)
+        reasons.append(f"{str(out)!r}: {err}")
         print(f"could not save to {str(out)!r} ({err}); saving to a new folder instead", file=sys.stderr)
     for parent in (Path.cwd(), Path(tempfile.gettempdir())):
+        rescue = None
         try:
             rescue = Path(tempfile.mkdtemp(prefix=f"{DEFAULT_OUT}-rescued-", dir=parent))
             return model.save(rescue, metadata=info)
-        except (OSError, ValueError):
+        except Exception as err:  # noqa: BLE001
+            reasons.append(f"{str(rescue or parent)!r}: {err}")
+            if rescue is not None:
+                with contextlib.suppress(OSError):
+                    rescue.rmdir()  # an empty rescue folder helps nobody
             continue
-    raise OSError("could not save the trained model anywhere (working directory and temp folder both failed)")
+    raise OSError("could not save the trained model anywhere (" + "; ".join(reasons) + ")")
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run())

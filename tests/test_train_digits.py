@@ -1,0 +1,205 @@
+"""Issue 20: the digits trainer loses nothing and overwrites nothing (two trainers on one folder,
+a full disk at save time, NaN weights, Ctrl-C, the 20-step schedule).
+
+Training itself is replaced by a fake returning an untrained model where the test is about
+what happens around it; the NaN tests train for real, a few tiny steps.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import cfginv_lite as cl
+from cfginv_lite.models import train_digits
+from cfginv_lite.models.digits import DigitsModel, build_networks
+
+
+def _run(argv: list[str]) -> int:
+    """The trainer's exit code; a KeyboardInterrupt escaping it fails the test instead of stopping pytest."""
+    try:
+        return train_digits.main(argv)
+    except SystemExit as stop:
+        return stop.code
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped the trainer (a raw traceback for the user)")
+
+
+def _untrained(**kwargs):
+    torch.manual_seed(0)
+    text_encoder, unet = build_networks(8)
+    return DigitsModel(text_encoder, unet, size=8), {"train_steps": 0, "fake": True}
+
+
+def _no_training(**kwargs):
+    raise AssertionError("training started")
+
+
+# --------------------------------------------------------------------------- two trainers
+def test_second_trainer_on_the_same_new_folder_fails_clearly(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)   # where a losing trainer would put a rescue folder
+    out = tmp_path / "weights"
+    started, release = threading.Event(), threading.Event()
+    calls = []
+
+    def fake_train(**kwargs):
+        calls.append(threading.current_thread().name)
+        if len(calls) == 1:      # the first trainer: "trains" until released
+            started.set()
+            assert release.wait(60)
+        return _untrained()
+
+    monkeypatch.setattr(train_digits, "train", fake_train)
+    codes = {}
+    first = threading.Thread(target=lambda: codes.setdefault("first", _run(["--out", str(out), "--no-progress"])),
+                             name="first")
+    first.start()
+    try:
+        assert started.wait(60)
+        codes["second"] = _run(["--out", str(out), "--no-progress"])    # while the first is training
+    finally:
+        release.set()
+        first.join(60)
+    assert codes["second"] == 2 and calls == ["first"]      # refused before training
+    assert "another trainer is writing to the --out folder" in capsys.readouterr().err
+    assert codes["first"] == 0
+    assert sorted(p.name for p in out.iterdir()) == ["digits.json", "digits.safetensors"]   # no lock left
+    assert cl.load_model("digits", weights_dir=out).latent_shape == (1, 8, 8)
+
+
+def test_a_refused_claim_leaves_no_empty_folder_and_a_finished_one_no_lock(tmp_path, monkeypatch):
+    out = tmp_path / "weights"
+    monkeypatch.setattr(train_digits, "train", _untrained)
+    assert _run(["--out", str(out), "--no-progress"]) == 0
+    assert not (out / train_digits.LOCK_NAME).exists()
+    with train_digits._OutClaim(tmp_path / "held"):
+        with pytest.raises(train_digits.OutputPathError, match="another trainer"):
+            train_digits._OutClaim(tmp_path / "held")
+    assert not (tmp_path / "held").exists()     # created by the claim, empty: removed again
+
+
+# --------------------------------------------------------------------------- disk full at save time
+def test_disk_full_at_save_time_saves_to_a_rescue_folder(tmp_path, monkeypatch, capsys):
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    work, out = tmp_path / "work", tmp_path / "full_disk" / "weights"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    real_save = safetensors.torch.save_file
+
+    def save_file(tensors, filename, *args, **kwargs):
+        if Path(filename).parent == out:   # what safetensors raises on ENOSPC (measured on a 64 kB tmpfs)
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        return real_save(tensors, filename, *args, **kwargs)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", save_file)
+    monkeypatch.setattr(train_digits, "train", _untrained)
+    assert _run(["--out", str(out), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    rescued = sorted(work.glob("digits_weights-rescued-*"))
+    assert len(rescued) == 1 and "No space left on device" in err and str(rescued[0]) in err
+    assert cl.load_model("digits", weights_dir=rescued[0]).latent_shape == (1, 8, 8)
+    assert not out.exists() or not any(out.iterdir())    # no truncated file left (nor an empty claimed folder)
+
+
+# --------------------------------------------------------------------------- NaN
+def test_nan_loss_is_refused_and_nothing_is_saved(tmp_path, monkeypatch, capsys):
+    real_load = train_digits.load_digit_images
+
+    def nan_images(size):
+        images, labels = real_load(size)
+        return torch.full_like(images, float("nan")), labels
+
+    monkeypatch.setattr(train_digits, "load_digit_images", nan_images)
+    out = tmp_path / "weights"
+    assert _run(["--steps", "2", "--batch", "2", "--no-progress", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "training diverged" in err and "--lr" in err and "Traceback" not in err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_lr_one_drives_the_loss_to_nan_and_is_refused(tmp_path, capsys):
+    """Measured: the loss becomes NaN at step 10 (batch 8, seed 0); the run stops there, not at step 100."""
+    out = tmp_path / "weights"
+    assert _run(["--lr", "1", "--steps", "100", "--batch", "8", "--no-progress", "--out", str(out)]) == 2
+    assert "training diverged" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+
+
+# --------------------------------------------------------------------------- Ctrl-C, schedule
+@pytest.mark.parametrize("where", ["startup", "training"])
+def test_ctrl_c_exits_130_with_a_message(where, tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_digits, "check_train_args" if where == "startup" else "train", interrupted)
+    out = tmp_path / "weights"
+    try:
+        code = train_digits.run(["--out", str(out), "--no-progress"])   # what `python -m ...` runs
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped the trainer's entry point (a raw traceback for the user)")
+    assert code == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "Traceback" not in err
+    assert not out.exists()      # the claim is released and its empty folder removed
+
+
+def test_ctrl_c_during_a_real_training_run(tmp_path):
+    """End to end: SIGINT to ``python -m cfginv_lite.models.train_digits`` once it holds --out."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "weights"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    proc = subprocess.Popen([sys.executable, "-m", "cfginv_lite.models.train_digits", "--steps", "100000",
+                             "--batch", "2", "--no-progress", "--out", str(out)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not (out / ".cfginv-train.lock").exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        time.sleep(0.5)            # loading the data or training by now
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_twenty_steps_train(monkeypatch):
+    """OneCycleLR divided by zero at exactly 20 steps (warm-up of 0.05 * 20 - 1 = 0 steps)."""
+    model, info = train_digits.train(steps=20, batch=2, progress=False)
+    assert info["train_steps"] == 20 and np.isfinite(info["final_loss_avg100"])
+
+
+def test_immutable_weights_are_refused_before_training(tmp_path, monkeypatch, capsys):
+    """``--force`` over an immutable file (``chattr +i``, which stops root too) failed only at save time."""
+    import subprocess
+
+    out = tmp_path / "weights"
+    out.mkdir()
+    (out / "digits.safetensors").write_bytes(b"old weights")
+    try:
+        made = subprocess.run(["chattr", "+i", str(out / "digits.safetensors")], capture_output=True).returncode == 0
+    except FileNotFoundError:
+        made = False
+    if not made:
+        pytest.skip("chattr +i is not available here")
+    try:
+        monkeypatch.setattr(train_digits, "train", _no_training)
+        assert _run(["--out", str(out), "--force", "--no-progress"]) == 2
+        assert "immutable" in capsys.readouterr().err
+    finally:
+        subprocess.run(["chattr", "-i", str(out / "digits.safetensors")], capture_output=True)
