@@ -99,17 +99,22 @@ def train(steps: int = 2500, batch: int = 128, lr: float = 1e-3, dropout: float 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step(); sched.step()
-        decay = min(ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for ema, live in ((ema_text, text_encoder), (ema_unet, unet)):
-                for pe, pl in zip(ema.parameters(), live.parameters()):
-                    pe.lerp_(pl, 1 - decay)
+        ema_update(((ema_text, text_encoder), (ema_unet, unet)), ema_decay, step)
         losses.append(loss.item())
     seconds = time.time() - start
     info = {"train_steps": steps, "batch": batch, "lr": lr, "prompt_dropout": dropout, "ema_decay": ema_decay,
             "seed": seed, "train_seconds": round(seconds, 1), "torch_threads": torch.get_num_threads(),
             "final_loss_avg100": round(sum(losses[-100:]) / min(100, len(losses)), 4)}
     return DigitsModel(ema_text, ema_unet, size=size), info
+
+
+def ema_update(pairs: Sequence[tuple[torch.nn.Module, torch.nn.Module]], ema_decay: float, step: int) -> None:
+    """EMA of the weights with warm-up: ``decay = min(ema_decay, (1 + step) / (10 + step))``."""
+    decay = min(ema_decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for ema, live in pairs:
+            for pe, pl in zip(ema.parameters(), live.parameters()):
+                pe.lerp_(pl, 1 - decay)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -144,15 +149,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _save_or_rescue(model: DigitsModel, out: Path, info: dict[str, Any], force: bool) -> Path:
-    """Save to ``out``; if that fails now (folder removed, disk full, file created meanwhile), save elsewhere."""
+def _save_or_rescue(model: Any, out: Path, info: dict[str, Any], force: bool, prefix: str = DEFAULT_OUT) -> Path:
+    """Save to ``out``; if that fails now (folder removed, disk full, file created meanwhile), save elsewhere.
+
+    ``model`` is anything with ``save(directory, metadata=, overwrite=)`` (the mini-sd trainer reuses this).
+    """
     try:
         return model.save(out, metadata=info, overwrite=force)
     except (OSError, ValueError) as err:
         print(f"could not save to {str(out)!r} ({err}); saving to a new folder instead", file=sys.stderr)
     for parent in (Path.cwd(), Path(tempfile.gettempdir())):
         try:
-            rescue = Path(tempfile.mkdtemp(prefix=f"{DEFAULT_OUT}-rescued-", dir=parent))
+            rescue = Path(tempfile.mkdtemp(prefix=f"{prefix}-rescued-", dir=parent))
             return model.save(rescue, metadata=info)
         except (OSError, ValueError):
             continue
