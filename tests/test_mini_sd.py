@@ -236,3 +236,33 @@ def test_cli_compare_runs_mini_sd_with_heldout_real_digits(capsys):
     assert [(r[0], r[1]) for r in rows] == [("generated", "1"), ("real", "1"), ("generated", "7.5"), ("real", "7.5")]
     with pytest.raises(SystemExit):
         main(["compare", "--model", "stable-diffusion", "--no-progress"])
+
+
+# --------------------------------------------------------------------------- the calibration script
+def _script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_calibration_crossings_and_refusals(tmp_path):
+    cal = _script("calibrate_cfg")
+    cfgs = np.array([1.0, 2.0, 4.0])
+    assert cal.crossing(cfgs, np.array([1.0, 3.0, 5.0]), 2.0) == 1.5          # interpolated
+    assert cal.crossing(cfgs, np.array([1.0, 3.0, 5.0]), 4.0) == 3.0
+    assert cal.crossing(cfgs, np.array([1.0, 1.5, 1.9]), 2.0) is None         # never reached
+    errors = np.vstack([np.full(50, 0.1), np.full(50, 0.3), np.full(50, 0.9)])
+    out = cal.calibrate(errors, cfgs, n_boot=50)
+    assert out["crossings"]["2x"]["cfg"] == 1.5 and out["crossings"]["8x"]["cfg"] == pytest.approx(2 + 2 * 5 / 6)
+    assert out["crossings"]["2x"]["draws_not_reached"] == 0
+    (tmp_path / "calibration.md").write_text("# my notes\n")
+    with pytest.raises(SystemExit, match="not written by this script"):
+        cal.main(["--out-dir", str(tmp_path), "--quick"])
+    assert (tmp_path / "calibration.md").read_text() == "# my notes\n"
+    gates = _script("mini_sd_gates")
+    (tmp_path / "g.json").write_text("{}")
+    with pytest.raises(SystemExit, match="not written by this script"):
+        gates.main(["--out", str(tmp_path / "g.json")])
