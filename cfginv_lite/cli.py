@@ -36,6 +36,19 @@ from .schedule import SD1_SCHEDULER_CONFIG, SPACINGS, timestep_grid
 SAMPLERS = ("ddim", "lms", "own")  # own: the method's own sampler (EDICT, BDIA; DDIM otherwise)
 MAX_IMAGES_PER_DIGIT = 1000
 PLOT_FORMATS = ("png", "pdf", "svg")
+#: Models whose prompts and real images compare makes itself (both draw digits 0..9).
+COMPARE_MODELS = ("digits", "mini-sd")
+
+
+def _real_images(model_name: str, labels: list[int], seed: int, model: Any) -> Any:
+    """Real images from the model's own data: mini-sd's held-out MNIST split, the digits model's dataset."""
+    if model_name == "mini-sd":
+        from .mnist import heldout_digits
+
+        return heldout_digits(labels, seed=seed)
+    from .data import real_digits
+
+    return real_digits(labels, size=model.latent_shape[-1], seed=seed)
 
 
 def _methods() -> dict[str, Any]:
@@ -55,13 +68,10 @@ def compare(model_name: str = "digits", cfgs: Sequence[float] = (1, 3, 5, 7.5), 
     later job fails. Every argument is validated (:func:`check_compare_args`) before any work.
     """
     from . import load_model
-    from .data import real_digits
     from .experiment import digit_prompts, generate, reconstruct
 
     check_compare_args(model_name, cfgs, steps_list, methods, images_per_digit, seed, spacing, sampler, device)
 
-    if model_name != "digits":
-        raise ValueError("compare generates prompts for the digits model; use the Python API for Stable Diffusion")
     unknown = [m for m in methods if m not in _methods()]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(_methods())}")
@@ -72,7 +82,7 @@ def compare(model_name: str = "digits", cfgs: Sequence[float] = (1, 3, 5, 7.5), 
     bar = tqdm(total=len(jobs) * (2 if real else 1), desc="compare", disable=not progress, file=sys.stderr)
     for steps in steps_list:
         grid = timestep_grid(steps, spacing, model.scheduler_config)
-        real_images = real_digits(labels, size=model.latent_shape[-1], seed=seed).to(model.device) if real else None
+        real_images = _real_images(model_name, labels, seed, model).to(model.device) if real else None
         for scale in cfgs:
             gen = generate(model, prompts, scale, grid, seed=seed)
             for method in methods:
@@ -97,9 +107,9 @@ def check_compare_args(model_name: Any = "digits", cfgs: Any = (1, 3, 5, 7.5), s
     Each steps value is checked against the spacing by building its grid, so ``--steps 2 0``
     or ``--steps 20 5000`` fails before the first job instead of after the earlier ones.
     """
-    if model_name != "digits":
-        raise ValueError(f"compare generates prompts for the digits model, got model {model_name!r}; "
-                         "use the Python API for Stable Diffusion")
+    if model_name not in COMPARE_MODELS:
+        raise ValueError(f"compare generates prompts for the digits models {COMPARE_MODELS}, got model "
+                         f"{model_name!r}; use the Python API for Stable Diffusion")
     for what, values in (("cfg", cfgs), ("steps", steps_list), ("methods", methods)):
         if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__") or not list(values):
             raise ValueError(f"{what} must be a non-empty list, got {values!r}")
@@ -190,7 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("compare", help="invert and regenerate a seeded set; print a table",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="digits", choices=("digits",), help="model name (digits)")
+    p.add_argument("--model", default="digits", choices=COMPARE_MODELS,
+                   help="model name: digits (8x8 pixels) or mini-sd (MNIST latent diffusion; its real images "
+                        "are the held-out split)")
     p.add_argument("--cfg", type=float, nargs="+", default=[1.0, 3.0, 5.0, 7.5],
                    help="guidance scales, finite and >= 0")
     p.add_argument("--steps", type=int, nargs="+", default=[20, 50],
@@ -200,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed, 0..2**64-1 (default 0)")
     p.add_argument("--spacing", choices=SPACINGS, default="linspace", help="timestep grid")
     p.add_argument("--sampler", choices=SAMPLERS, default="ddim", help="regeneration sampler (own: each method's own, e.g. EDICT's; DDIM for the others)")
-    p.add_argument("--real", action="store_true", help="also invert real dataset digits")
+    p.add_argument("--real", action="store_true",
+                   help="also invert real dataset digits (mini-sd: held-out images it never saw in training)")
     p.add_argument("--plot", metavar="FILE.png", help="save the error-vs-CFG figure (.png, .pdf or .svg)")
     p.add_argument("--markdown", metavar="FILE.md", help="also write the table as Markdown")
     p.add_argument("--force", action="store_true",

@@ -17,7 +17,7 @@ def assert_implements_protocol(model, images: torch.Tensor) -> None:
     assert abar.dtype == torch.float64 and abar.device.type == "cpu" and abar.shape == (1000,)
     assert bool((abar > 0).all() and (abar < 1).all() and (abar[1:] < abar[:-1]).all())  # noise grows with t
     assert isinstance(model.device, torch.device) and isinstance(model.dtype, torch.dtype)
-    emb = model.encode_prompt(["", "a prompt"] if model.name != "digits" else ["", "a handwritten digit three"])
+    emb = model.encode_prompt(["", "a prompt"] if model.name not in ("digits", "mini-sd") else ["", "a handwritten digit three"])
     assert isinstance(emb, torch.Tensor) and emb.ndim == 3 and emb.shape[0] == 2
     z = model.encode(images)
     assert z.shape == (images.shape[0], *shape) and torch.isfinite(z).all()

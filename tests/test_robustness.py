@@ -709,7 +709,7 @@ _FLAGS = ["--model", "--cfg", "--steps", "--methods", "--images-per-digit", "--s
 
 def _checking_compare(**kw):
     """Stands in for compare: every value that got past validation must be one compare accepts."""
-    assert kw["model_name"] == "digits"
+    assert kw["model_name"] in ("digits", "mini-sd")
     assert kw["cfgs"] and all(type(w) is float and math.isfinite(w) and w >= 0 for w in kw["cfgs"])
     assert kw["steps_list"] and all(type(n) is int and 1 <= n <= 999 for n in kw["steps_list"])
     for n in kw["steps_list"]:

@@ -1,11 +1,11 @@
-"""Model loading: the embedded digits model and Stable Diffusion, one protocol."""
+"""Model loading: the embedded digits and mini-sd models and Stable Diffusion, one protocol."""
 from __future__ import annotations
 
 from typing import Any
 
 from .protocol import DiffusionModel
 
-MODEL_NAMES: tuple[str, ...] = ("digits", "stable-diffusion")
+MODEL_NAMES: tuple[str, ...] = ("digits", "mini-sd", "stable-diffusion")
 
 
 def load_model(name: str = "digits", **kwargs: Any) -> DiffusionModel:
@@ -13,6 +13,9 @@ def load_model(name: str = "digits", **kwargs: Any) -> DiffusionModel:
 
     * ``"digits"``: the embedded model, shipped with the package, CPU, seconds (``device=``,
       ``weights_dir=`` for weights of your own from ``python -m cfginv_lite.models.train_digits``).
+    * ``"mini-sd"``: the embedded latent diffusion model built like SD (VAE + text encoder +
+      cross-attention UNet, MNIST), shipped, CPU (``device=``, ``weights_dir=`` for weights of
+      your own from ``python -m cfginv_lite.models.train_mini_sd``).
     * ``"stable-diffusion"``: diffusers' ``from_pretrained`` (``model_id=``, ``device=``,
       ``dtype=``); needs the weights locally or network access, and ideally a GPU.
     """
@@ -23,6 +26,13 @@ def load_model(name: str = "digits", **kwargs: Any) -> DiffusionModel:
         if unknown:  # a clear message instead of "got an unexpected keyword argument"
             raise ValueError(f"load_model('digits') takes device= and weights_dir=, got {unknown}")
         return load_digits_model(**kwargs)
+    if name == "mini-sd":
+        from .mini_sd import load_mini_sd_model
+
+        unknown = sorted(set(kwargs) - {"device", "weights_dir"})
+        if unknown:
+            raise ValueError(f"load_model('mini-sd') takes device= and weights_dir=, got {unknown}")
+        return load_mini_sd_model(**kwargs)
     if name == "stable-diffusion":
         from .stable_diffusion import load_stable_diffusion  # imports transformers lazily
 

@@ -113,11 +113,7 @@ def train(steps: int = 2500, batch: int = 128, lr: float = 1e-3, dropout: float 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step(); sched.step()
-        decay = min(ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for ema, live in ((ema_text, text_encoder), (ema_unet, unet)):
-                for pe, pl in zip(ema.parameters(), live.parameters()):
-                    pe.lerp_(pl, 1 - decay)
+        ema_update(((ema_text, text_encoder), (ema_unet, unet)), ema_decay, step)
         losses.append(loss.item())
         if not math.isfinite(losses[-1]):
             raise TrainingDivergedError(f"training diverged: the loss became {losses[-1]} at step {step + 1} of "
@@ -131,6 +127,15 @@ def train(steps: int = 2500, batch: int = 128, lr: float = 1e-3, dropout: float 
             "seed": seed, "train_seconds": round(seconds, 1), "torch_threads": torch.get_num_threads(),
             "final_loss_avg100": round(sum(losses[-100:]) / min(100, len(losses)), 4)}
     return DigitsModel(ema_text, ema_unet, size=size), info
+
+
+def ema_update(pairs: Sequence[tuple[torch.nn.Module, torch.nn.Module]], ema_decay: float, step: int) -> None:
+    """EMA of the weights with warm-up: ``decay = min(ema_decay, (1 + step) / (10 + step))``."""
+    decay = min(ema_decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for ema, live in pairs:
+            for pe, pl in zip(ema.parameters(), live.parameters()):
+                pe.lerp_(pl, 1 - decay)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -247,12 +252,13 @@ class _OutClaim:
         self._forget_folder()
 
 
-def _save_or_rescue(model: DigitsModel, out: Path, info: dict[str, Any], force: bool) -> Path:
+def _save_or_rescue(model: Any, out: Path, info: dict[str, Any], force: bool, prefix: str = DEFAULT_OUT) -> Path:
     """Save to ``out``; if that fails now (folder removed, disk full, file created meanwhile), save elsewhere.
 
     Any failure of the save counts (safetensors reports a full disk as its own
     ``SafetensorError``, not an ``OSError``); only when the working directory and the temp
-    folder fail too does this raise, with every reason in the message.
+    folder fail too does this raise, with every reason in the message. ``model`` is anything
+    with ``save(directory, metadata=, overwrite=)`` (the mini-sd trainer reuses this).
     """
     reasons = []
     try:
@@ -263,7 +269,7 @@ def _save_or_rescue(model: DigitsModel, out: Path, info: dict[str, Any], force: 
     for parent in (Path.cwd(), Path(tempfile.gettempdir())):
         rescue = None
         try:
-            rescue = Path(tempfile.mkdtemp(prefix=f"{DEFAULT_OUT}-rescued-", dir=parent))
+            rescue = Path(tempfile.mkdtemp(prefix=f"{prefix}-rescued-", dir=parent))
             return model.save(rescue, metadata=info)
         except Exception as err:  # noqa: BLE001
             reasons.append(f"{str(rescue or parent)!r}: {err}")

@@ -1,0 +1,173 @@
+"""Calibrate guidance by failure: at which CFG does naive inversion's error double, quadruple, x8?
+
+A guidance scale means different things in different models, so "CFG 7.5" on the digits
+model is not "CFG 7.5" on another. This script puts the models on one scale defined by the
+failure the course is about: for each model, naive DDIM inversion (source label) + DDIM
+regeneration of 100 real digits (10 per class), 20 steps, at a sweep of guidance scales; the
+median image RMSE at each scale relative to its CFG-1 value, and the scale at which that
+ratio first reaches 2, 4 and 8 (linear interpolation between the sweep's points).
+
+Spread: the images are resampled with replacement (2,000 bootstrap draws, the same draw for
+every scale, since the errors are paired by image); for each draw the median ratio curve and
+its crossings are recomputed; the 2.5-97.5 percentiles are reported. A crossing that a draw
+never reaches within the sweep is counted as "not reached" in that draw.
+
+Real images: mini-sd's are the **held-out** MNIST images it never saw; the digits model's
+(:func:`cfginv_lite.data.real_digit_set`) are its own **training** images (it has no others).
+
+Results go to ``docs/calibration.{json,md}`` after each model, atomically; files this script
+did not write are never replaced (``--force`` overrides).
+
+Usage (from the repository root)::
+
+    OMP_NUM_THREADS=1 python benchmarks/calibrate_cfg.py
+    python benchmarks/calibrate_cfg.py --quick --out-dir /tmp/cal     # smoke test
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cfginv_lite import load_model
+from cfginv_lite.evidence import digit_sets, evaluate
+from cfginv_lite.outputs import write_text_atomic
+from cfginv_lite.schedule import timestep_grid
+
+WRITTEN_BY = "benchmarks/calibrate_cfg.py"
+HEADER = "# Guidance calibrated by failure (naive inversion of real digits)"
+CFGS = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 7.5, 10.0)
+FACTORS = (2.0, 4.0, 8.0)
+MODELS = ("digits", "mini-sd")
+REAL_SET = {"digits": "the digits model's training images (data.real_digit_set; it has no held-out images)",
+            "mini-sd": "held-out MNIST images never seen in training (mnist.heldout_digit_set)"}
+
+
+def crossing(cfgs: np.ndarray, ratios: np.ndarray, factor: float) -> float | None:
+    """First CFG at which ``ratios`` reaches ``factor``, linearly interpolated; None if never."""
+    for i in range(1, len(cfgs)):
+        if ratios[i] >= factor:
+            lo, hi = ratios[i - 1], ratios[i]
+            if lo >= factor:
+                return float(cfgs[i - 1])
+            return float(cfgs[i - 1] + (factor - lo) / (hi - lo) * (cfgs[i] - cfgs[i - 1]))
+    return None
+
+
+def calibrate(errors: np.ndarray, cfgs: np.ndarray, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """``errors``: (n_cfg, n_images) per-image RMSE, row 0 at CFG 1. Medians, ratios, crossings, bootstrap."""
+    med = np.median(errors, axis=1)
+    ratios = med / med[0]
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, errors.shape[1], size=(int(n_boot), errors.shape[1]))
+    boot_ratio = np.stack([np.median(errors[:, k], axis=1) for k in idx])        # (n_boot, n_cfg)
+    boot_ratio = boot_ratio / boot_ratio[:, :1]
+    out: dict[str, Any] = {
+        "cfg": cfgs.tolist(), "median_rmse": med.tolist(), "ratio_to_cfg1": ratios.tolist(),
+        "ratio_ci_low": np.percentile(boot_ratio, 2.5, axis=0).tolist(),
+        "ratio_ci_high": np.percentile(boot_ratio, 97.5, axis=0).tolist(), "crossings": {},
+    }
+    for f in FACTORS:
+        boots = [crossing(cfgs, r, f) for r in boot_ratio]
+        reached = np.array([b for b in boots if b is not None])
+        out["crossings"][f"{f:g}x"] = {
+            "cfg": crossing(cfgs, ratios, f),
+            "ci_low": float(np.percentile(reached, 2.5)) if reached.size else None,
+            "ci_high": float(np.percentile(reached, 97.5)) if reached.size else None,
+            "draws_not_reached": int(len(boots) - reached.size), "draws": len(boots),
+        }
+    return out
+
+
+def _ours_json(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("written_by") == WRITTEN_BY
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _ours_md(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.readline().rstrip("\n") == HEADER
+    except OSError:
+        return False
+
+
+def _fmt(c: dict[str, Any]) -> str:
+    if c["cfg"] is None:
+        return "not reached"
+    ci = "" if c["ci_low"] is None else f" [{c['ci_low']:.2f}-{c['ci_high']:.2f}]"
+    miss = f", not reached in {c['draws_not_reached']}/{c['draws']} draws" if c["draws_not_reached"] else ""
+    return f"{c['cfg']:.2f}{ci}{miss}"
+
+
+def markdown(state: dict[str, Any]) -> str:
+    lines = [HEADER, "",
+             "Written by `benchmarks/calibrate_cfg.py` (command and environment at the end). Naive DDIM inversion "
+             "(source label) + DDIM regeneration, 20 steps, 100 real digits (10 per class) per model; image RMSE "
+             "in [0, 1] pixels. *ratio*: median RMSE at that CFG / median at CFG 1, with a bootstrap 95% interval "
+             "(images resampled, paired across scales). *CFG at 2x/4x/8x*: where the ratio first reaches the factor "
+             "(linear interpolation), [bootstrap 95% interval].", ""]
+    for name, r in state["models"].items():
+        lines += [f"## {name}", "", f"Real images: {r['real_set']}.", "",
+                  "| CFG | median RMSE | ratio to CFG 1 [95% CI] |", "|---|---|---|"]
+        for w, m, q, lo, hi in zip(r["cfg"], r["median_rmse"], r["ratio_to_cfg1"], r["ratio_ci_low"], r["ratio_ci_high"]):
+            lines.append(f"| {w:g} | {m:.4f} | {q:.2f} [{lo:.2f}-{hi:.2f}] |")
+        lines += ["", "| factor | CFG at which the median reaches it |", "|---|---|"]
+        lines += [f"| {k} | {_fmt(c)} |" for k, c in r["crossings"].items()] + [""]
+    lines += ["## Run", "", f"- `{state['command']}` ({state['env']})", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out-dir", default="docs", help="folder for calibration.{json,md} (default docs)")
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    p.add_argument("--force", action="store_true", help="replace output files this script did not write")
+    p.add_argument("--quick", action="store_true", help="smoke test: 1 image per digit, 4 steps, CFG 1 3 7.5")
+    args = p.parse_args(argv)
+    out = Path(args.out_dir)
+    if not out.is_dir():
+        raise SystemExit(f"error: output folder {out} does not exist")
+    js, md = out / "calibration.json", out / "calibration.md"
+    for path, ours in ((js, _ours_json), (md, _ours_md)):
+        if path.is_dir() or (path.exists() and not args.force and not ours(path)):
+            raise SystemExit(f"error: {path} exists and was not written by this script; pass --force to replace it")
+    per_digit, steps, cfgs = (1, 4, (1.0, 3.0, 7.5)) if args.quick else (10, 20, CFGS)
+    command = shlex.join(["python", *(sys.argv if argv is None else [WRITTEN_BY, *argv])])
+    if os.environ.get("OMP_NUM_THREADS"):
+        command = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} {command}"
+    state: dict[str, Any] = {
+        "written_by": WRITTEN_BY, "command": command, "quick": args.quick, "steps": steps,
+        "env": f"torch {torch.__version__}, Python {platform.python_version()}, {platform.machine()} CPU, "
+               f"nproc {os.cpu_count()}, torch threads {torch.get_num_threads()}", "models": {}}
+    for name in args.models:
+        start = time.perf_counter()
+        model = load_model(name)
+        grid = timestep_grid(steps, config=model.scheduler_config)
+        real = digit_sets(model, cfgs[-1], grid, per_digit=per_digit, seed=0, cases=["real"])
+        errors = np.stack([evaluate(model, real, w, grid, method="naive")["real"].image_rmse for w in cfgs])
+        result = calibrate(errors, np.asarray(cfgs, dtype=np.float64))
+        result.update(real_set=REAL_SET[name], n_images=int(errors.shape[1]), per_image_rmse=errors.round(6).tolist(),
+                      seconds=round(time.perf_counter() - start, 1))
+        state["models"][name] = result
+        write_text_atomic(js, json.dumps(state, indent=1) + "\n")        # after each model
+        write_text_atomic(md, markdown(state))
+        print(f"{name}: " + ", ".join(f"{k} at CFG {_fmt(c)}" for k, c in result["crossings"].items())
+              + f" ({result['seconds']} s)", flush=True)
+    print(f"saved {js} and {md}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
