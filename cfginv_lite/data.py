@@ -68,6 +68,51 @@ def real_digit_set(per_digit: int = 10, seed: int = 0, size: int = 8) -> tuple[t
     return images[picks], [int(targets[i]) for i in picks]
 
 
+#: The seed of the digits' held-out split (:func:`heldout_indices`); fixed so that a split model and
+#: its measurement always agree on which images were kept out.
+HOLDOUT_SEED = 1797
+
+
+def heldout_indices(per_digit: int = 50, seed: int = HOLDOUT_SEED) -> np.ndarray:
+    """Dataset indices of ``per_digit`` images of each digit kept out of training.
+
+    ``python -m cfginv_lite.models.train_digits --holdout-per-digit N`` trains on every image
+    *but* these (the shipped model trains on all 1,797, so for it every dataset digit is a
+    training image). Sorted, deterministic in ``(per_digit, seed)``.
+    """
+    from .validation import check_int
+
+    images_count = np.bincount(load_digit_images(8)[1], minlength=10)
+    per_digit = check_int("per_digit", per_digit, minimum=1, maximum=int(images_count.min()) - 1)
+    _, targets = load_digit_images(8)
+    rng = np.random.default_rng(seed)
+    picks = [i for d in range(10) for i in rng.choice(np.flatnonzero(targets == d), per_digit, replace=False)]
+    return np.sort(np.asarray(picks, dtype=np.int64))
+
+
+def split_digit_set(which: str, per_digit: int = 10, *, holdout_per_digit: int = 50, seed: int = 0,
+                    size: int = 8) -> tuple[torch.Tensor, list[int]]:
+    """``per_digit`` distinct images of each digit from the ``"heldout"`` or ``"train"`` side of the
+    split of :func:`heldout_indices` (``holdout_per_digit`` per class kept out), ordered digit by
+    digit; the draw depends only on ``seed``."""
+    from .validation import check_choice, check_int
+
+    check_choice("which", which, ("heldout", "train"))
+    per_digit = check_int("per_digit", per_digit, minimum=1)
+    images, targets = load_digit_images(size)
+    held = np.zeros(len(targets), dtype=bool)
+    held[heldout_indices(holdout_per_digit)] = True
+    pool = held if which == "heldout" else ~held
+    rng = np.random.default_rng(seed)
+    picks = []
+    for d in range(10):
+        candidates = np.flatnonzero(pool & (targets == d))
+        if per_digit > len(candidates):
+            raise ValueError(f"per_digit must be at most {len(candidates)} for the {which} side, got {per_digit}")
+        picks += [int(i) for i in rng.choice(candidates, per_digit, replace=False)]
+    return images[picks], [int(targets[i]) for i in picks]
+
+
 def train_digit_classifier(seed: int = 0):
     """An SVM (RBF) fitted on all real digits at 8x8, the classic scikit-learn recipe.
 

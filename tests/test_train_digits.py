@@ -203,3 +203,49 @@ def test_immutable_weights_are_refused_before_training(tmp_path, monkeypatch, ca
         assert "immutable" in capsys.readouterr().err
     finally:
         subprocess.run(["chattr", "-i", str(out / "digits.safetensors")], capture_output=True)
+
+
+# --- the held-out split (issue 17: measure inversion on digits the model never saw) ---
+def test_heldout_split_is_deterministic_disjoint_and_per_class():
+    import numpy as np
+
+    from cfginv_lite.data import heldout_indices, load_digit_images, split_digit_set
+
+    held = heldout_indices(50)
+    assert len(held) == 500 and len(set(held.tolist())) == 500
+    assert np.array_equal(held, heldout_indices(50))
+    _, targets = load_digit_images()
+    assert np.bincount(targets[held], minlength=10).tolist() == [50] * 10
+    heldout_images, heldout_labels = split_digit_set("heldout", 10)
+    train_images, _ = split_digit_set("train", 10)
+    all_images, _ = load_digit_images()
+    flat = all_images.flatten(1)
+
+    def index_of(img):  # dataset digits can repeat exactly; take every match
+        return set(torch.nonzero((flat == img.flatten()).all(1)).flatten().tolist())
+
+    assert all(index_of(x) & set(held.tolist()) for x in heldout_images)
+    assert not any(index_of(x) <= set(held.tolist()) for x in train_images)
+    assert heldout_labels == [d for d in range(10) for _ in range(10)]
+
+
+def test_heldout_split_bad_input():
+    from cfginv_lite.data import heldout_indices, split_digit_set
+
+    with pytest.raises(ValueError, match="which"):
+        split_digit_set("test", 10)
+    with pytest.raises(ValueError, match="per_digit"):
+        split_digit_set("heldout", 51)
+    with pytest.raises(ValueError, match="per_digit"):
+        heldout_indices(2.5)
+
+
+def test_holdout_trains_on_the_rest_only():
+    from cfginv_lite.models.train_digits import check_train_args, train
+
+    with pytest.raises(ValueError, match="holdout_per_digit"):
+        check_train_args(holdout_per_digit=-1)
+    _, info = train(steps=2, batch=4, holdout_per_digit=50, progress=False)
+    assert info["train_images"] == 1797 - 500 and info["holdout_per_digit"] == 50
+    _, info = train(steps=2, batch=4, progress=False)
+    assert info["train_images"] == 1797

@@ -31,11 +31,12 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from ..validation import check_int, check_real, check_seed
-from ..data import DIGIT_NAMES, load_digit_images
+from ..data import DIGIT_NAMES, HOLDOUT_SEED, heldout_indices, load_digit_images
 from ..schedule import SD1_SCHEDULER_CONFIG, alphas_cumprod_from_config
 from ..outputs import OutputPathError, check_output_dir
 from .digits import WEIGHT_FILES, WEIGHTS_DIR, DigitsModel, build_networks
@@ -50,7 +51,7 @@ class TrainingDivergedError(ValueError):
 
 
 def check_train_args(steps: Any = 2500, batch: Any = 128, lr: Any = 1e-3, dropout: Any = 0.12,
-                     ema_decay: Any = 0.999, seed: Any = 0, size: Any = 8) -> dict[str, Any]:
+                     ema_decay: Any = 0.999, seed: Any = 0, size: Any = 8, holdout_per_digit: Any = 0) -> dict[str, Any]:
     """Validate every training argument up front (cheap), returning them as plain Python numbers.
 
     ``dropout`` must be in ``[0, 1)``: at 1 every prompt is dropped and the model never learns
@@ -64,6 +65,7 @@ def check_train_args(steps: Any = 2500, batch: Any = 128, lr: Any = 1e-3, dropou
         ema_decay=check_real("ema_decay", ema_decay, low=0.0, high=1.0, high_open=True),
         seed=check_seed(seed),
         size=_check_size(size),
+        holdout_per_digit=check_int("holdout_per_digit", holdout_per_digit, minimum=0, maximum=170),
     )
 
 
@@ -75,14 +77,24 @@ def _check_size(size: Any) -> int:
 
 
 def train(steps: int = 2500, batch: int = 128, lr: float = 1e-3, dropout: float = 0.12,
-          ema_decay: float = 0.999, seed: int = 0, size: int = 8, progress: bool = True) -> tuple[DigitsModel, dict]:
-    """Train a digits model; returns it (EMA weights) and the run's metadata. Arguments: :func:`check_train_args`."""
-    args = check_train_args(steps, batch, lr, dropout, ema_decay, seed, size)
-    steps, batch, lr, dropout, ema_decay, seed, size = (args[k] for k in (
-        "steps", "batch", "lr", "dropout", "ema_decay", "seed", "size"))
+          ema_decay: float = 0.999, seed: int = 0, size: int = 8, progress: bool = True,
+          holdout_per_digit: int = 0) -> tuple[DigitsModel, dict]:
+    """Train a digits model; returns it (EMA weights) and the run's metadata. Arguments: :func:`check_train_args`.
+
+    ``holdout_per_digit = N > 0`` keeps :func:`cfginv_lite.data.heldout_indices` ``(N)`` out of the
+    training set, so that inversion can be measured on digits the model never saw (the shipped
+    model uses ``0``: every dataset digit is a training image).
+    """
+    args = check_train_args(steps, batch, lr, dropout, ema_decay, seed, size, holdout_per_digit)
+    steps, batch, lr, dropout, ema_decay, seed, size, holdout_per_digit = (args[k] for k in (
+        "steps", "batch", "lr", "dropout", "ema_decay", "seed", "size", "holdout_per_digit"))
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     images, labels = load_digit_images(size)
+    if holdout_per_digit:
+        keep = np.ones(len(labels), dtype=bool)
+        keep[heldout_indices(holdout_per_digit)] = False
+        images, labels = images[torch.from_numpy(keep)], labels[keep]
     labels = torch.from_numpy(labels)
     text_encoder, unet = build_networks(size)
     params = [*text_encoder.parameters(), *unet.parameters()]
@@ -125,6 +137,7 @@ def train(steps: int = 2500, batch: int = 128, lr: float = 1e-3, dropout: float 
     seconds = time.time() - start
     info = {"train_steps": steps, "batch": batch, "lr": lr, "prompt_dropout": dropout, "ema_decay": ema_decay,
             "seed": seed, "train_seconds": round(seconds, 1), "torch_threads": torch.get_num_threads(),
+            "train_images": len(images), "holdout_per_digit": holdout_per_digit, "holdout_seed": HOLDOUT_SEED,
             "final_loss_avg100": round(sum(losses[-100:]) / min(100, len(losses)), 4)}
     return DigitsModel(ema_text, ema_unet, size=size), info
 
@@ -149,6 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dropout", type=float, default=0.12,
                         help="probability of dropping the prompt, in [0, 1) (default 0.12)")
     parser.add_argument("--seed", type=int, default=0, help="random seed, 0..2**64-1 (default 0)")
+    parser.add_argument("--holdout-per-digit", type=int, default=0, metavar="N",
+                        help="keep N dataset images of each digit out of training (cfginv_lite.data.heldout_indices; "
+                             "default 0: train on all 1,797, as the shipped weights do)")
     parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                         help=f"folder to write digits.safetensors and digits.json to (default: ./{DEFAULT_OUT} in "
                              "the current directory; load it with load_model('digits', weights_dir=DIR)). "
@@ -172,7 +188,8 @@ def run(argv: Sequence[str] | None = None) -> int:
 def _main(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     try:  # everything that can be checked is checked before the (long) training starts
-        settings = check_train_args(args.steps, args.batch, args.lr, args.dropout, seed=args.seed)
+        settings = check_train_args(args.steps, args.batch, args.lr, args.dropout, seed=args.seed,
+                                    holdout_per_digit=args.holdout_per_digit)
         out = check_output_dir(args.out, WEIGHT_FILES, what="--out folder", force=args.force,
                                protected=(WEIGHTS_DIR,))
         claim = _OutClaim(out)
