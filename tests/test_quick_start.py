@@ -50,8 +50,9 @@ def test_quick_start_commands_work_on_an_ordinary_linux_machine():
     assert "pip install torch --index-url https://download.pytorch.org/whl/cpu" in cmds  # portable, CPU wheel
     assert 'pip install -e ".[lab]"' in cmds
     assert "jupyter trust notebooks/*.ipynb" in cmds
-    # JupyterLab started from the repository root (so notebooks' ../docs links resolve), opening 01
-    assert cmds[-1] == "jupyter lab notebooks/01_ddim_inversion.ipynb"
+    # JupyterLab serving the repository root (so notebooks' ../docs links resolve), opening 01. Given
+    # only a file, jupyter_server makes the file's folder its root_dir (notebooks/): the option is needed.
+    assert cmds[-1] == "jupyter lab --notebook-dir=. notebooks/01_ddim_inversion.ipynb"
     assert re.match(r"git clone \S+ && cd [\w.-]+$", cmds[0]), cmds[0]
     order = [next(i for i, c in enumerate(cmds) if c.startswith(p)) for p in
              ("git clone", "pip install torch", "pip install -e", "jupyter trust", "jupyter lab")]
