@@ -14,19 +14,24 @@ from __future__ import annotations
 from typing import Any, Literal, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from .ddim import Guidance, guided_noise, move, sample_ddim
 
 
-def sampling_trajectory(model: Any, noise: torch.Tensor, grid: Sequence[int], guidance: Guidance) -> torch.Tensor:
-    """Latents DDIM visits, **ascending** in level: shape ``(steps + 1, B, C, H, W)``; ``[-1]`` is the noise."""
+def sampling_trajectory(model: Any, noise: torch.Tensor, grid: Sequence[int], guidance: Guidance, *,
+                        progress: bool = False) -> torch.Tensor:
+    """Latents DDIM visits, **ascending** in level: shape ``(steps + 1, B, C, H, W)``; ``[-1]`` is the noise.
+
+    ``progress=True`` shows a ``tqdm.auto`` bar over the sampling steps.
+    """
     visited = [noise]
-    sample_ddim(model, noise, grid, guidance, callback=lambda d: visited.append(d["latent"]), progress=False)
+    sample_ddim(model, noise, grid, guidance, callback=lambda d: visited.append(d["latent"]), progress=progress)
     return torch.stack(visited[::-1])
 
 
 def _all_steps_noise(model: Any, latents: torch.Tensor, labels: Sequence[float], guidance: Guidance,
-                     max_batch: int = 1024) -> torch.Tensor:
+                     max_batch: int = 1024, progress: bool = False) -> torch.Tensor:
     """Guided noise for every (step, image) pair, several steps per batched network call.
 
     At most ``max_batch`` pairs go into one call: the cost per pair is the same beyond a few
@@ -36,7 +41,7 @@ def _all_steps_noise(model: Any, latents: torch.Tensor, labels: Sequence[float],
     per_call = max(1, max_batch // batch)
     out = []
     with torch.no_grad():
-        for first in range(0, steps, per_call):
+        for first in tqdm(range(0, steps, per_call), desc="noise at every level", disable=not progress, leave=False):
             chunk = latents[first:first + per_call]
             n = chunk.shape[0]
             flat = chunk.reshape(n * batch, *latents.shape[2:])
@@ -79,11 +84,12 @@ def implicit_residuals(model: Any, lower: torch.Tensor, upper: torch.Tensor, gri
 
 
 def noise_change_between_levels(model: Any, trajectory: torch.Tensor, grid: Sequence[int],
-                                guidance: Guidance) -> torch.Tensor:
+                                guidance: Guidance, *, progress: bool = False) -> torch.Tensor:
     """Relative change ``|eps_w(z_t1; t1) - eps_w(z_t; t)| / |eps_w(z_t; t)|`` per step, ``(steps, B)``.
 
     Naive inversion replaces the first by the second; it is exact when this is zero.
+    ``progress=True`` shows a ``tqdm.auto`` bar over the batched network calls.
     """
-    eps = _all_steps_noise(model, trajectory, list(grid), guidance)
+    eps = _all_steps_noise(model, trajectory, list(grid), guidance, progress=progress)
     diff = (eps[1:] - eps[:-1]).flatten(2).norm(dim=2)
     return diff / eps[:-1].flatten(2).norm(dim=2).clamp_min(1e-12)

@@ -62,3 +62,23 @@ def digits_model():
     from cfginv_lite import load_model
 
     return load_model("digits")
+
+
+@pytest.fixture(scope="session")
+def digits_model_f64(digits_model):
+    """The shipped digits model run in float64 (its own weights, cast; embeddings and outputs float64).
+
+    For identity checks between two code paths of the network (bmm vs SDPA attention, a batch vs
+    its subsets): in float32 their difference is kernel rounding that depends on the CPU's vector
+    unit (AVX-512, AVX2, the baseline x86-64 paths) and on the batch size, so no tolerance read
+    off one machine bounds it. In float64 one evaluation is within ~k * 2**-52 * |largest
+    intermediate| of the exact value (k: the few hundred operations one output goes through;
+    intermediates of order 10): ~1e-12, and a few guided steps amplify that by less than 10 each.
+    """
+    import copy
+
+    model = copy.copy(digits_model)
+    model.unet = copy.deepcopy(digits_model.unet).double()
+    model.text_encoder = copy.deepcopy(digits_model.text_encoder).double()
+    model.dtype = torch.float64
+    return model

@@ -9,12 +9,16 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+# Subprocess timeouts are a hang guard, not a measurement: CI runs these again on the baseline
+# x86-64 code paths (about 3x slower, README) on shared, loaded machines, so the guard sits far
+# above the run's time instead of near it (it was 300 s).
+HANG_GUARD_S = 1800
 
 
 def test_sd_gpu_benchmark_smoke_test_on_the_cpu():
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "benchmarks/sd_gpu.py", "--allow-cpu", "--tiny"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert done.returncode == 0, done.stderr[-2000:]
     out = done.stdout
     assert "| total / (NFE/2 x one call) | host syncs per step |" in out
@@ -40,13 +44,13 @@ def test_compile_unet_is_opt_in():
 def test_editing_benchmark_smoke_test_and_refuses_foreign_files(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "benchmarks/editing.py", "--quick", "--out-dir", str(tmp_path)]
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert done.returncode == 0, done.stderr[-2000:]
     md = (tmp_path / "editing.md").read_text()
     assert md.startswith("# Editing real digits") and md.count("| naive") == 4  # 2 methods x 2 taus
-    again = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert again.returncode == 0 and "kept from" in again.stdout
     (tmp_path / "editing.md").write_text("my notes\n")
-    refused = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    refused = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert refused.returncode != 0 and "not written by this script" in refused.stderr
     assert (tmp_path / "editing.md").read_text() == "my notes\n"

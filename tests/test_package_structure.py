@@ -67,7 +67,8 @@ def test_no_import_cycle():
 def test_registry_is_complete_on_import():
     code = ("import sys; from cfginv_lite.methods import METHODS; "
             "sys.exit(0 if {'naive', 'original', 'anderson', 'null-text', 'negative-prompt'} <= set(METHODS) else 1)")
-    assert subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent, timeout=120).returncode == 0
+    # timeout: a hang guard for one import (seconds on a loaded machine), not a measurement
+    assert subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent, timeout=900).returncode == 0
 
 
 def test_ci_runs_exactly_the_readme_test_command():

@@ -307,7 +307,11 @@ def test_digits_model_converts_float_latents_like_sd(digits_model, dtype):
     reference = cl.sample_ddim(digits_model, z, grid, g, progress=False)
     out = cl.sample_ddim(digits_model, z.to(dtype), grid, g, progress=False)
     assert out.dtype == dtype
-    assert torch.allclose(out.float(), reference, atol=0.1 if dtype != torch.float64 else 1e-5)
+    # float64 latents: the network still runs in float32, only the DDIM arithmetic is float64, so
+    # the two runs differ by float32 rounding fed through 3 network evaluations (measured 2.0e-6
+    # natively, 4.6e-6 on the baseline x86-64 paths). Bound: each float32 evaluation is within a few
+    # hundred ulp (2**-24, |eps| ~ 1) ~ 1e-5 of exact, so 3 steps stay within 1e-4; half precision: 0.1.
+    assert torch.allclose(out.float(), reference, atol=0.1 if dtype != torch.float64 else 1e-4)
     eps = digits_model.predict_noise(z.to(dtype), torch.tensor([10.0]), g.cond)
     assert eps.dtype == dtype
 

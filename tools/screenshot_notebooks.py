@@ -15,7 +15,7 @@ For every notebook it writes, into ``--out``:
   (the view runs in the browser), to check that nothing moves while scrubbing;
 * ``<name>-lab-untrusted.png``: the same notebook untrusted (JupyterLab shows the text repr);
 * ``<name>-html.png``: the page built by ``tools/build_html.py --vendor`` (served locally, so
-  no CDN is needed for the widgets; math stays TeX source when offline).
+  no CDN is needed: --vendor bundles the widget renderer and MathJax with its fonts).
 
 It also prints, per view, what it measured: whether the widget rendered, how many red
 "disconnected" icons are visible, and whether the curve panel moved while scrubbing.
