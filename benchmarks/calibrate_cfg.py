@@ -14,6 +14,11 @@ never reaches within the sweep is counted as "not reached" in that draw.
 
 Real images: mini-sd's are the **held-out** MNIST images it never saw; the digits model's
 (:func:`cfginv_lite.data.real_digit_set`) are its own **training** images (it has no others).
+``--digits-split DIR`` measures how much that matters: DIR holds a digits model trained with
+``python -m cfginv_lite.models.train_digits --holdout-per-digit 50 --out DIR`` (the same recipe,
+50 images of each digit kept out), and it is calibrated twice, on 100 of its held-out digits
+and on 100 of its training digits (:func:`cfginv_lite.data.split_digit_set`). Models already in
+the JSON from an earlier run of this script are kept, so the split can be added later.
 
 Results go to ``docs/calibration.{json,md}`` after each model, atomically; files this script
 did not write are never replaced (``--force`` overrides).
@@ -21,6 +26,7 @@ did not write are never replaced (``--force`` overrides).
 Usage (from the repository root)::
 
     OMP_NUM_THREADS=1 python benchmarks/calibrate_cfg.py
+    OMP_NUM_THREADS=1 python benchmarks/calibrate_cfg.py --models --digits-split DIR   # add the split model
     python benchmarks/calibrate_cfg.py --quick --out-dir /tmp/cal     # smoke test
 """
 from __future__ import annotations
@@ -39,7 +45,8 @@ import numpy as np
 import torch
 
 from cfginv_lite import load_model
-from cfginv_lite.evidence import digit_sets, evaluate
+from cfginv_lite.data import digit_prompt, split_digit_set
+from cfginv_lite.evidence import InputSet, digit_sets, evaluate
 from cfginv_lite.outputs import write_text_atomic
 from cfginv_lite.schedule import timestep_grid
 
@@ -49,7 +56,10 @@ CFGS = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 7.5, 10.0)
 FACTORS = (2.0, 4.0, 8.0)
 MODELS = ("digits", "mini-sd")
 REAL_SET = {"digits": "the digits model's training images (data.real_digit_set; it has no held-out images)",
-            "mini-sd": "held-out MNIST images never seen in training (mnist.heldout_digit_set)"}
+            "mini-sd": "held-out MNIST images never seen in training (mnist.heldout_digit_set)",
+            "digits, split model: held-out": "digits the split model never saw (data.split_digit_set('heldout'); "
+                                             "the model: train_digits --holdout-per-digit 50)",
+            "digits, split model: training": "the split model's own training digits (data.split_digit_set('train'))"}
 
 
 def crossing(cfgs: np.ndarray, ratios: np.ndarray, factor: float) -> float | None:
@@ -125,14 +135,16 @@ def markdown(state: dict[str, Any]) -> str:
             lines.append(f"| {w:g} | {m:.4f} | {q:.2f} [{lo:.2f}-{hi:.2f}] |")
         lines += ["", "| factor | CFG at which the median reaches it |", "|---|---|"]
         lines += [f"| {k} | {_fmt(c)} |" for k, c in r["crossings"].items()] + [""]
-    lines += ["## Run", "", f"- `{state['command']}` ({state['env']})", ""]
+    lines += ["## Runs", ""] + [f"- `{r['command']}` ({r['env']}): {', '.join(r['models'])}" for r in state["runs"]] + [""]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out-dir", default="docs", help="folder for calibration.{json,md} (default docs)")
-    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    p.add_argument("--models", nargs="*", default=list(MODELS), choices=MODELS)
+    p.add_argument("--digits-split", metavar="DIR", help="also calibrate a digits model trained with "
+                   "--holdout-per-digit 50 (weights in DIR), on its held-out and on its training digits")
     p.add_argument("--force", action="store_true", help="replace output files this script did not write")
     p.add_argument("--quick", action="store_true", help="smoke test: 1 image per digit, 4 steps, CFG 1 3 7.5")
     args = p.parse_args(argv)
@@ -147,15 +159,34 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", *(sys.argv if argv is None else [WRITTEN_BY, *argv])])
     if os.environ.get("OMP_NUM_THREADS"):
         command = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} {command}"
+    split_model = None
+    if args.digits_split:
+        split_model = load_model("digits", weights_dir=args.digits_split)   # before any work: a bad folder fails now
+        info = json.loads((Path(args.digits_split) / "digits.json").read_text())
+        if info.get("holdout_per_digit") != 50:
+            raise SystemExit(f"error: {args.digits_split} was not trained with --holdout-per-digit 50 "
+                             f"(its digits.json says {info.get('holdout_per_digit')!r})")
+    env = (f"torch {torch.__version__}, Python {platform.python_version()}, {platform.machine()} CPU, "
+           f"nproc {os.cpu_count()}, torch threads {torch.get_num_threads()}")
+    previous = json.loads(js.read_text()) if js.exists() and _ours_json(js) and not args.quick else {}
     state: dict[str, Any] = {
-        "written_by": WRITTEN_BY, "command": command, "quick": args.quick, "steps": steps,
-        "env": f"torch {torch.__version__}, Python {platform.python_version()}, {platform.machine()} CPU, "
-               f"nproc {os.cpu_count()}, torch threads {torch.get_num_threads()}", "models": {}}
-    for name in args.models:
+        "written_by": WRITTEN_BY, "quick": args.quick, "steps": steps, "models": previous.get("models", {}),
+        "runs": previous.get("runs", [{"command": previous["command"], "env": previous["env"],
+                                       "models": list(previous.get("models", {}))}] if "command" in previous else [])}
+    jobs = [(name, name, None) for name in args.models]
+    if split_model is not None:
+        jobs += [(f"digits, split model: {side}", "digits-split", side) for side in ("held-out", "training")]
+    state["runs"].append({"command": command, "env": env, "models": [j[0] for j in jobs]})
+    for name, model_name, side in jobs:
         start = time.perf_counter()
-        model = load_model(name)
+        model = split_model if model_name == "digits-split" else load_model(model_name)
         grid = timestep_grid(steps, config=model.scheduler_config)
-        real = digit_sets(model, cfgs[-1], grid, per_digit=per_digit, seed=0, cases=["real"])
+        if side is None:
+            real = digit_sets(model, cfgs[-1], grid, per_digit=per_digit, seed=0, cases=["real"])
+        else:
+            images, labels = split_digit_set("heldout" if side == "held-out" else "train", per_digit, seed=0)
+            images = images.to(model.device)
+            real = {"real": InputSet("real", model.encode(images), images, [digit_prompt(d) for d in labels], labels)}
         errors = np.stack([evaluate(model, real, w, grid, method="naive")["real"].image_rmse for w in cfgs])
         result = calibrate(errors, np.asarray(cfgs, dtype=np.float64))
         result.update(real_set=REAL_SET[name], n_images=int(errors.shape[1]), per_image_rmse=errors.round(6).tolist(),

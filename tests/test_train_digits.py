@@ -249,3 +249,34 @@ def test_holdout_trains_on_the_rest_only():
     assert info["train_images"] == 1797 - 500 and info["holdout_per_digit"] == 50
     _, info = train(steps=2, batch=4, progress=False)
     assert info["train_images"] == 1797
+
+
+def test_calibration_adds_the_split_model_and_keeps_earlier_models(tmp_path):
+    """benchmarks/calibrate_cfg.py --digits-split: held-out and training rows next to the models already there."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("calibrate_cfg", Path(__file__).parents[1] / "benchmarks" / "calibrate_cfg.py")
+    cal = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cal)
+    weights = tmp_path / "split"
+    assert train_digits.main(["--steps", "2", "--batch", "4", "--holdout-per-digit", "50", "--out", str(weights),
+                              "--no-progress"]) == 0
+    unsplit = tmp_path / "unsplit"
+    assert train_digits.main(["--steps", "2", "--batch", "4", "--out", str(unsplit), "--no-progress"]) == 0
+    with pytest.raises(SystemExit, match="holdout-per-digit 50"):
+        cal.main(["--out-dir", str(tmp_path), "--quick", "--models", "--digits-split", str(unsplit)])
+    out = tmp_path / "docs"
+    out.mkdir()
+    committed = json.loads((Path(__file__).parents[1] / "docs" / "calibration.json").read_text())
+    kept = committed["models"]["mini-sd"]
+    state = {"written_by": cal.WRITTEN_BY, "command": "earlier", "env": "env", "models": {"mini-sd": kept}}
+    (out / "calibration.json").write_text(json.dumps(state))
+    # --quick never reads an earlier file; run the real merge path with a tiny sweep instead
+    cal.CFGS = (1.0, 7.5)
+    assert cal.main(["--out-dir", str(out), "--models", "--digits-split", str(weights)]) == 0
+    saved = json.loads((out / "calibration.json").read_text())
+    assert saved["models"]["mini-sd"] == kept
+    assert {"digits, split model: held-out", "digits, split model: training"} <= set(saved["models"])
+    assert [r["command"] for r in saved["runs"]][0] == "earlier"
+    assert saved["models"]["digits, split model: held-out"]["n_images"] == 100
