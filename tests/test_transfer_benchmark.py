@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _script():
     spec = importlib.util.spec_from_file_location("transfer_benchmark", ROOT / "benchmarks" / "transfer.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules["transfer_benchmark"] = mod          # dataclasses look their module up there
     spec.loader.exec_module(mod)
     return mod
 
