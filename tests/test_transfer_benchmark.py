@@ -74,3 +74,15 @@ def test_swap_model_replaces_every_digits_load() -> None:
     text = json.dumps({"source": ['model = cl.load_model("digits")\n', "m2 = load_model('digits')"]})
     swapped, n = _script().swap_model(text, "mini-sd")
     assert n == 2 and "digits" not in swapped and swapped.count("mini-sd") == 2
+
+
+def test_decide_follows_the_time_limit_and_counts_failed_cells() -> None:
+    decide = _script().decide
+    run = lambda nb, model, wall, raised=0: {"notebook": nb, "model": model, "wall_s": wall,
+                                              "cells_with_errors": raised, "code_cells": 20}
+    fits = decide([run("02.ipynb", "digits", 40), run("02.ipynb", "mini-sd", 44)])
+    assert "within the 90 s limit" in fits and "x1.10" in fits and "can become the main model" in fits
+    porting = decide([run("02.ipynb", "digits", 40), run("02.ipynb", "mini-sd", 30, raised=3)])
+    assert "3 of 20 code cells raised" in porting and "porting job" in porting
+    slow = decide([run("03.ipynb", "digits", 60), run("03.ipynb", "mini-sd", 95)])
+    assert "over the 90 s limit" in slow and "keep the digits model" in slow
