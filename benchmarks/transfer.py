@@ -332,6 +332,32 @@ def main_model_section(state: dict[str, Any]) -> list[str]:
     return lines
 
 
+#: (row, run "a" or "b") -> the label of the same setting in docs/compare_methods.json (real digits, CFG 7.5, 20 steps)
+COMMITTED = {("naive-cfg", "a"): "naive", ("label", "a"): "naive-destination", ("original", "a"): "original",
+             ("damped", "a"): "fixed-point-damped", ("negative-prompt", "a"): "negative-prompt",
+             ("edict-own", "a"): "edict (own sampler)", ("edict-ddim", "a"): "edict, DDIM regen.",
+             ("bdia-own", "a"): "bdia (own sampler)", ("bdia-ddim", "a"): "bdia, DDIM regen."}
+
+
+def cross_check(state: dict[str, Any], path: Path = ROOT / "docs" / "compare_methods.json") -> list[str]:
+    """Digits medians of this run next to the committed ``docs/compare_methods.json`` for the same setting."""
+    if not path.is_file() or state.get("per_digit") != 10:
+        return []
+    committed = {r["label"]: r["image_rmse_median"] for r in json.loads(path.read_text(encoding="utf-8"))["rows"]
+                 if r["case"] == "real" and r["cfg"] == 7.5 and r["steps"] == 20}
+    out = []
+    for (key, side), label in COMMITTED.items():
+        got = state["rows"].get(key, {}).get("digits")
+        if got is None or label not in committed:
+            continue
+        mine = got["cases"]["real"][side]["median"]
+        out.append(f"`{key}` {mine:.4g} vs `{label}` {committed[label]:.4g}")
+    if not out:
+        return []
+    return ["Cross-check: the digits model's real-image medians of this run against the committed "
+            "`docs/compare_methods.json` (same images, seed and setting): " + "; ".join(out) + ".", ""]
+
+
 def markdown(state: dict[str, Any]) -> str:
     rows = {r.key: r for r in ROWS}
     lines = [HEADER, "",
@@ -365,6 +391,7 @@ def markdown(state: dict[str, Any]) -> str:
               "earlier row): " + "; ".join(
                   f"`{k}` " + ", ".join(f"{m} {v['seconds']:.0f}" for m, v in state["rows"][k].items())
                   for k in ROW_KEYS if k in state["rows"]), ""]
+    lines += cross_check(state)
     lines += ["Editing success vs preservation is not in this table: `cfginv_lite.editing.style_features` works "
               "on any image size, but the edit-success judge of `docs/editing.md` is the digits model's 8x8 "
               "classifier (`data.train_digit_classifier`), and an editing run on mini-sd did not fit this "
