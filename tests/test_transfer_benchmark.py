@@ -80,9 +80,15 @@ def test_decide_follows_the_time_limit_and_counts_failed_cells() -> None:
     decide = _script().decide
     run = lambda nb, model, wall, raised=0: {"notebook": nb, "model": model, "wall_s": wall,
                                               "cells_with_errors": raised, "code_cells": 20}
-    fits = decide([run("02.ipynb", "digits", 40), run("02.ipynb", "mini-sd", 44)])
-    assert "within the 90 s limit" in fits and "x1.10" in fits and "can become the main model" in fits
-    porting = decide([run("02.ipynb", "digits", 40), run("02.ipynb", "mini-sd", 30, raised=3)])
+    idle = {"02": (40.0, 60.0), "03": (60.0, 100.0)}
+    fits = decide([run("02_x.ipynb", "digits", 80), run("02_x.ipynb", "mini-sd", 88)], idle)
+    assert "x1.10" in fits and "estimated 44 s and 66 s (within" in fits and "can become the main model" in fits
+    porting = decide([run("02_x.ipynb", "digits", 80), run("02_x.ipynb", "mini-sd", 60, raised=3)], idle)
     assert "3 of 20 code cells raised" in porting and "porting job" in porting
-    slow = decide([run("03.ipynb", "digits", 60), run("03.ipynb", "mini-sd", 95)])
-    assert "over the 90 s limit" in slow and "keep the digits model" in slow
+    slow = decide([run("03_y.ipynb", "digits", 100), run("03_y.ipynb", "mini-sd", 130)], idle)
+    assert "estimated 78 s and 130 s (over" in slow and "keep the digits model" in slow
+
+
+def test_committed_times_reads_the_readme_cost_table() -> None:
+    times = _script().committed_times()
+    assert {"02", "03"} <= set(times) and all(two > 0 and binder > 0 for two, binder in times.values())
