@@ -297,8 +297,12 @@ def decide(runs: list[dict[str, Any]], committed: dict[str, tuple[float, float]]
     cells = sum(r["code_cells"] for r in swapped)
     text = "; ".join(parts) + ". "
     if raised:
-        text += (f"{raised} of {cells} code cells raised with mini-sd swapped in (digits-specific code; cells after a "
-                 "failed one may run faster than they would once ported), so those times are lower bounds. ")
+        errors = [e for r in swapped for e in r.get("cell_errors", [])]
+        asserts = sum(": AssertionError:" in e for e in errors)
+        what = (f"{asserts} of them assert cells whose claim, measured on the digits model, fails on mini-sd"
+                if asserts else "digits-specific code")
+        text += (f"{raised} of {cells} code cells raised with mini-sd swapped in ({what}; listed in the JSON), so "
+                 "porting the notebooks means rewriting claims, not only swapping the model. ")
     if fits and not raised:
         return text + "Decision: mini-sd meets the time criterion; it can become the main model."
     if fits:

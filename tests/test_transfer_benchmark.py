@@ -84,7 +84,7 @@ def test_decide_follows_the_time_limit_and_counts_failed_cells() -> None:
     fits = decide([run("02_x.ipynb", "digits", 80), run("02_x.ipynb", "mini-sd", 88)], idle)
     assert "x1.10" in fits and "estimated 44 s and 66 s (within" in fits and "can become the main model" in fits
     porting = decide([run("02_x.ipynb", "digits", 80), run("02_x.ipynb", "mini-sd", 60, raised=3)], idle)
-    assert "3 of 20 code cells raised" in porting and "porting job" in porting
+    assert "3 of 20 code cells raised" in porting and "digits-specific code" in porting and "porting job" in porting
     slow = decide([run("03_y.ipynb", "digits", 100), run("03_y.ipynb", "mini-sd", 130)], idle)
     assert "estimated 78 s and 130 s (over" in slow and "keep the digits model" in slow
 
