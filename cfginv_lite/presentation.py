@@ -99,7 +99,73 @@ def image_rows(rows: Sequence[torch.Tensor], row_titles: Sequence[str], col_titl
     return fig
 
 
-__all__ = ["COLUMNS", "format_table", "image_rows", "plot_rows", "to_display"]
+# --------------------------------------------------------------------------- the transfer table
+#: Where ``benchmarks/transfer.py`` writes the table (relative to the repository root).
+TRANSFER_JSON = Path(__file__).resolve().parents[1] / "docs" / "transfer.json"
+
+
+def load_transfer(path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The JSON written by ``benchmarks/transfer.py`` (default ``docs/transfer.json``).
+
+    Raises ``FileNotFoundError`` with the command that writes it, and ``ValueError`` for a file
+    that script did not write.
+    """
+    import json
+
+    p = Path(path) if path is not None else TRANSFER_JSON
+    if not p.is_file():
+        raise FileNotFoundError(f"{p} not found; write it with `OMP_NUM_THREADS=1 python benchmarks/transfer.py`")
+    data = json.loads(p.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or data.get("written_by") != "benchmarks/transfer.py" or "rows" not in data:
+        raise ValueError(f"{p} was not written by benchmarks/transfer.py")
+    return data
+
+
+def transfer_entry(data: dict[str, Any], row: str, model: str, case: str = "real") -> dict[str, Any]:
+    """One model's measurement of one row and set: ``a``/``b`` spreads, ``ratio``, maybe ``paired_ratio``."""
+    try:
+        return data["rows"][row][model]["cases"][case]
+    except KeyError:
+        raise KeyError(f"transfer table has no ({row!r}, {model!r}, {case!r}); rows: {sorted(data['rows'])}") from None
+
+
+def _ratio_text(e: dict[str, Any] | None) -> str:
+    if e is None:
+        return "not measured"
+    r = e["ratio"]
+    def f(x: float) -> str:
+        return f"{x:.2g}" if abs(x) < 0.01 else f"{x:.2f}"
+    return f"{f(r['value'])} [{f(r['ci_low'])}-{f(r['ci_high'])}]"
+
+
+def transfer_table(data: dict[str, Any] | None = None, *, models: Sequence[str] = ("digits", "mini-sd"),
+                   width: int = 60) -> str:
+    """The transfer table as fixed-width text: per row and set, each model's ratio of median errors
+    ``a/b`` [bootstrap 95% interval], and the cited SD report (shortened to ``width`` characters;
+    the full text is in ``docs/transfer.md``)."""
+    data = load_transfer() if data is None else data
+    info = data.get("row_info", {})
+    keys = sorted(data["rows"], key=lambda k: info.get(k, {}).get("order", 99))
+    body = []
+    for key in keys:
+        meta = info.get(key, {})
+        for k, case in enumerate(meta.get("cases", ["real"])):
+            cells = [key if k == 0 else "", case]
+            for m in models:
+                got = data["rows"][key].get(m)
+                cells.append(_ratio_text(None if got is None else got["cases"].get(case)))
+            pub = meta.get("published", "") if k == 0 else ""
+            cells.append(pub if len(pub) <= width else pub[:width - 3] + "...")
+            body.append(cells)
+    head = ["row", "set", *(f"{m}: a/b [95% CI]" for m in models), "SD papers / users (cited)"]
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    legend = [f"{key}: a = {info[key]['a']}; b = {info[key]['b']}" for key in keys if key in info]
+    return "\n".join([fmt.format(*head), *(fmt.format(*b) for b in body), "", *legend])
+
+
+__all__ = ["COLUMNS", "TRANSFER_JSON", "format_table", "image_rows", "load_transfer", "plot_rows", "to_display",
+           "transfer_entry", "transfer_table"]
 def distribution_plot(ax, groups: dict[str, Sequence[float]], *, ylabel: str = "", log: bool = True,
                       seed: int = 0, colors: Sequence[str] | None = None):
     """Per-image values of several groups side by side: a box (median, IQR, 1.5 IQR whiskers)

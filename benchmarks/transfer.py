@@ -1,0 +1,543 @@
+"""What transfers from the digits model to mini-sd? The course's key findings, measured on both.
+
+Each key finding of the course is one row of a table with three columns: the **digits**
+model (8x8 pixel space, its own training images as the real set), **mini-sd** (a learned
+AutoencoderKL, 4x8x8 latents, 1,000 held-out MNIST images as the real set, see
+``docs/calibration.md``), and **what Stable Diffusion papers and users report** (cited from
+``docs/published-figures.md``; citations, never measurements of this project).
+
+Every row compares two runs ``a`` and ``b`` (e.g. naive inversion at CFG 7.5 vs CFG 1) on
+100 images per set (10 per class, seed 0; :func:`cfginv_lite.evidence.digit_sets`), both
+models computed fresh by this script. Per model and set it stores the median image RMSE of
+``a`` and ``b`` with their interquartile ranges, the ratio of the medians ``a / b`` with a
+bootstrap 95% interval (images resampled independently, :func:`~cfginv_lite.evidence.median_ratio`),
+and, where ``a`` and ``b`` ran on the same images, the per-image paired ratio's median with its
+bootstrap 95% interval (:func:`~cfginv_lite.evidence.paired_ratio`). Ratios below 1: ``a``
+reconstructs better than ``b``.
+
+``--notebook-timing`` adds the measurement behind the "main model" decision: notebooks 02 and
+03 executed as committed (digits) and with ``cl.load_model("digits")`` replaced by
+``cl.load_model("mini-sd")`` (copies in a temporary folder, errors allowed in digits-specific
+cells), wall time per notebook, same machine, one after the other.
+
+Results are saved (atomically) after every (row, model), so an interrupted run keeps what it
+finished and ``--resume`` skips what is there. Files this script did not write are never
+replaced unless ``--force`` (``cfginv_lite.outputs``).
+
+Usage (from the repository root)::
+
+    OMP_NUM_THREADS=1 python benchmarks/transfer.py                       # the table in docs/
+    OMP_NUM_THREADS=1 python benchmarks/transfer.py --resume --notebook-timing
+    python benchmarks/transfer.py --quick --out-dir /tmp/tr               # smoke test (seconds)
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from cfginv_lite import load_model
+from cfginv_lite.evidence import CASES, digit_sets, evaluate_samplers, median_ratio, paired_ratio, spread
+from cfginv_lite.outputs import OutputPathError, check_output_file, write_output
+from cfginv_lite.schedule import timestep_grid
+
+WRITTEN_BY = "benchmarks/transfer.py"
+HEADER = "# What transfers: the digits model vs mini-sd vs published Stable Diffusion figures"
+MODELS = ("digits", "mini-sd")
+ROOT = Path(__file__).resolve().parents[1]
+REAL_SET = {"digits": "its own training images (data.real_digit_set; it has no held-out images)",
+            "mini-sd": "held-out MNIST images never seen in training (mnist.heldout_digit_set)"}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One inversion setting: registry method, its options, regeneration sampler, CFG and steps."""
+
+    method: str
+    cfg: float = 7.5
+    steps: int = 20
+    options: tuple[tuple[str, Any], ...] = ()
+    sampler: str = "ddim"
+
+    def text(self) -> str:
+        opts = ", ".join(f"{k}={v}" for k, v in self.options)
+        regen = "" if self.sampler == "ddim" else f", {self.sampler} sampler"
+        return f"`{self.method}`{' (' + opts + ')' if opts else ''}, CFG {self.cfg:g}, {self.steps} steps{regen}"
+
+
+@dataclass(frozen=True)
+class Row:
+    """A key finding: ``a`` compared with ``b`` on ``cases``; ``published``: the cited SD figure."""
+
+    key: str
+    finding: str
+    a: Run
+    b: Run
+    published: str
+    cases: tuple[str, ...] = ("real",)
+    optional: bool = False
+    note: str = ""
+
+
+NAIVE = Run("naive")
+ROWS: tuple[Row, ...] = (
+    Row("naive-cfg", "naive inversion fails at high CFG: median error at CFG 7.5 / at CFG 1", NAIVE,
+        Run("naive", cfg=1.0),
+        "users: reconstruction fine at CFG 1, broken at 7.5 (prompt-to-prompt #27, diffusers #3336); plain DDIM "
+        "inversion at CFG 7.5, 50 steps: PSNR 17.87 on PIE-Bench (Ju et al., ICLR 2024). No CFG-1 ratio published.",
+        cases=CASES, note="decoded/latent sets are generated at each CFG, so those ratios are not paired"),
+    Row("label", "destination label vs source label (naive, real images)", Run("naive-destination"), NAIVE,
+        "none published as a comparison; public fixed-point code uses the destination label "
+        "(FPI, ReNoise, Hong et al.: docs/published-figures.md)"),
+    Row("original", "the original method at its defaults vs naive", Run("original"), NAIVE,
+        "the author: generated images invert well up to CFG ~5.5, real ones up to ~4.5 (seed text); "
+        "no CFG 7.5 measurement published"),
+    Row("tless", "the tless offset alone: original with tless factor 0.25 vs factor 0",
+        Run("original", options=(("tless_factor", 0.25),)), Run("original", options=(("tless_factor", 0.0),)),
+        "none published"),
+    Row("anderson", "Anderson acceleration (3 iterations) vs naive-destination",
+        Run("anderson", options=(("iterations", 3),)), Run("naive-destination"),
+        "AIDI re-run, SD 1.4, CFG 7.5: PSNR 27.01 vs 17.87 for plain DDIM inversion (PIE-Bench; SPDInv's re-run)"),
+    Row("damped", "damped fixed point (10 iterations, damping 0.5) vs naive-destination",
+        Run("fixed-point-damped"), Run("naive-destination"),
+        "fixed-point inversion re-run (Meiri et al., 20 iterations, undamped): PSNR 26.61 vs 17.87 (PIE-Bench)"),
+    Row("negative-prompt", "negative-prompt inversion vs naive", Run("negative-prompt"), NAIVE,
+        "negative-prompt inversion: PSNR 26.21 vs 17.87 for plain DDIM inversion (PIE-Bench), ~4-5 s per image"),
+    Row("edict-own", "EDICT with its own sampler vs naive", Run("edict", sampler="own"), NAIVE,
+        "EDICT: pixel MSE 0.004 at 10-100 steps (the VAE's floor) vs DDIM 0.026 at 10 steps (COCO, SD 1.5; BELM paper)"),
+    Row("edict-ddim", "EDICT's latents regenerated with DDIM vs naive", Run("edict"), NAIVE, "none published"),
+    Row("bdia-own", "BDIA (gamma 1) with its own sampler vs naive", Run("bdia", sampler="own"), NAIVE,
+        "BDIA: pixel MSE 0.004 at 10-100 steps vs DDIM 0.026 at 10 steps (COCO, SD 1.5; BELM paper)"),
+    Row("bdia-ddim", "BDIA's latents regenerated with DDIM vs naive", Run("bdia"), NAIVE, "none published"),
+    Row("null-text", "null-text inversion, REDUCED budget (3 Adam steps per step, lr 0.05) vs naive",
+        Run("null-text", options=(("inner_steps", 3), ("lr", 0.05))), NAIVE,
+        "null-text inversion (10 Adam steps per step at 50 steps): PSNR 27.03 vs 17.87, 132 s per image on an A40 "
+        "(PIE-Bench)", optional=True,
+        note="reduced budget (Mokady et al. use 10 inner steps); a lower bound on what null-text can do here"),
+    Row("author", "the author's settings: original, 5 iterations, 50 steps, CFG 4.5, vs naive at the same",
+        Run("original", cfg=4.5, steps=50, options=(("refine_iterations", 5),)), Run("naive", cfg=4.5, steps=50),
+        "the author: real images invert reasonably well up to CFG ~4.5 with his method (seed text)", optional=True),
+)
+ROW_KEYS = tuple(r.key for r in ROWS)
+
+
+# --------------------------------------------------------------------------- measuring
+@dataclass
+class ModelRunner:
+    """Builds input sets and runs inversions for one model, caching both per setting."""
+
+    name: str
+    per_digit: int
+    model: Any = None
+    sets: dict[tuple[float, int], dict[str, Any]] = field(default_factory=dict)
+    errors: dict[tuple[Run, str], np.ndarray] = field(default_factory=dict)
+    seconds: dict[Run, float] = field(default_factory=dict)
+    nfe: dict[Run, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.model = load_model(self.name)
+
+    def grid(self, steps: int) -> list[int]:
+        return timestep_grid(steps, config=self.model.scheduler_config)
+
+    def input_sets(self, cfg: float, steps: int, cases: tuple[str, ...]) -> dict[str, Any]:
+        key = (cfg, steps)
+        have = self.sets.setdefault(key, {})
+        missing = [c for c in cases if c not in have]
+        if missing:
+            have.update(digit_sets(self.model, cfg, self.grid(steps), per_digit=self.per_digit, seed=0, cases=missing))
+        return {c: have[c] for c in cases}
+
+    def image_rmse(self, run: Run, cases: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """Per-image RMSE of ``run`` on each case (one batched inversion for the missing cases)."""
+        missing = tuple(c for c in cases if (run, c) not in self.errors)
+        if missing:
+            sets = self.input_sets(run.cfg, run.steps, missing)
+            start = time.perf_counter()
+            out = evaluate_samplers(self.model, sets, run.cfg, self.grid(run.steps), run.method,
+                                    samplers=(run.sampler,), **dict(run.options))[run.sampler]
+            self.seconds[run] = self.seconds.get(run, 0.0) + time.perf_counter() - start
+            for c, r in out.items():
+                self.errors[(run, c)] = r.image_rmse.astype(np.float64)
+                self.nfe[run] = r.nfe
+        return {c: self.errors[(run, c)] for c in cases}
+
+
+def _spread_dict(x: np.ndarray) -> dict[str, float]:
+    s = spread(x)
+    return {"median": s.median, "q25": s.q25, "q75": s.q75, "ci_low": s.ci_low, "ci_high": s.ci_high, "n": s.n}
+
+
+def measure_row(runner: ModelRunner, row: Row) -> dict[str, Any]:
+    """Both runs of ``row`` on ``runner``'s model: spreads, ratio of medians, paired ratio."""
+    start = time.perf_counter()
+    ea, eb = runner.image_rmse(row.a, row.cases), runner.image_rmse(row.b, row.cases)
+    paired = (row.a.cfg, row.a.steps) == (row.b.cfg, row.b.steps)
+    cases: dict[str, Any] = {}
+    for c in row.cases:
+        r = median_ratio(ea[c], eb[c])
+        entry = {"a": _spread_dict(ea[c]), "b": _spread_dict(eb[c]),
+                 "ratio": {"value": r.median, "ci_low": r.ci_low, "ci_high": r.ci_high},
+                 "a_per_image": np.round(ea[c], 7).tolist(), "b_per_image": np.round(eb[c], 7).tolist()}
+        if paired or c == "real":   # the real set is the same images at every setting
+            p = paired_ratio(ea[c], eb[c])
+            entry["paired_ratio"] = {"median": p.median, "q25": p.q25, "q75": p.q75, "ci_low": p.ci_low,
+                                     "ci_high": p.ci_high}
+        cases[c] = entry
+    return {"cases": cases, "nfe_a": runner.nfe.get(row.a), "nfe_b": runner.nfe.get(row.b),
+            "seconds": round(time.perf_counter() - start, 1)}
+
+
+# --------------------------------------------------------------------------- notebook timing
+NOTEBOOK_TIME = re.compile(r"^(?P<name>\S+\.ipynb): (?P<wall>[0-9.]+) s, .*?(?P<status>ok|FAILED.*)$", re.M)
+
+
+def swap_model(nb_text: str, name: str) -> tuple[str, int]:
+    """The notebook JSON with every ``load_model("digits")`` replaced by ``load_model(name)``; count."""
+    pattern = re.compile(r"load_model\((\\?[\"'])digits(\\?[\"'])\)")
+    return pattern.subn(lambda m: f"load_model({m.group(1)}{name}{m.group(2)})", nb_text)
+
+
+def time_notebooks(names: list[str], workdir: Path) -> list[dict[str, Any]]:
+    """Execute each notebook as committed (digits) and with mini-sd swapped in; wall time of each."""
+    results = []
+    for nb in tqdm(names, desc="notebook timing"):
+        src = ROOT / "notebooks" / nb
+        for model in MODELS:
+            folder = workdir / model
+            folder.mkdir(parents=True, exist_ok=True)
+            text, n = swap_model(src.read_text(encoding="utf-8"), model)
+            if model != "digits" and n == 0:
+                raise SystemExit(f"error: {nb} has no load_model(\"digits\") to swap")
+            notebook = json.loads(text)
+            for c in notebook["cells"]:          # let digits-specific cells fail and the rest run on
+                if c["cell_type"] == "code":
+                    tags = c.setdefault("metadata", {}).setdefault("tags", [])
+                    if "raises-exception" not in tags:
+                        tags.append("raises-exception")
+            copy = folder / nb
+            copy.write_text(json.dumps(notebook), encoding="utf-8")
+            load = os.getloadavg()[0]
+            proc = subprocess.run([sys.executable, str(ROOT / "tools" / "execute_notebooks.py"), "--output-dir",
+                                   str(folder / "out"), "--cwd", str(ROOT / "notebooks"), str(copy)],
+                                  capture_output=True, text=True, cwd=ROOT)
+            m = NOTEBOOK_TIME.search(proc.stdout)
+            if m is None:
+                raise SystemExit(f"error: no timing line from execute_notebooks.py for {nb}:\n{proc.stdout}\n{proc.stderr}")
+            status = m.group("status")
+            executed = folder / "out" / nb
+            errors = []
+            if executed.exists():
+                cells = json.loads(executed.read_text(encoding="utf-8"))["cells"]
+                errors = [f"cell {k}: {o.get('ename')}: {str(o.get('evalue'))[:120]}" for k, c in enumerate(cells)
+                          if c["cell_type"] == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
+            n_code = sum(c["cell_type"] == "code" for c in notebook["cells"])
+            results.append({"notebook": nb, "model": model, "swaps": n, "wall_s": float(m.group("wall")),
+                            "ok": status == "ok", "error": None if status == "ok" else status[:300],
+                            "code_cells": n_code, "cells_with_errors": len(errors), "cell_errors": errors,
+                            "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2)})
+            print(f"{nb} ({model}): {float(m.group('wall')):.1f} s, {status[:120]}", flush=True)
+    return results
+
+
+COST_ROW = re.compile(r"^\| (?P<nb>\w+) \| (?P<two>\d+) s \| [^|]+\| (?P<binder>\d+) s \|", re.M)
+
+
+def committed_times(readme: Path = ROOT / "README.md") -> dict[str, tuple[float, float]]:
+    """The README's committed notebook costs (an idle 2-core machine): ``{"02": (2-core s, Binder s)}``."""
+    if not readme.is_file():
+        return {}
+    return {m["nb"]: (float(m["two"]), float(m["binder"])) for m in COST_ROW.finditer(readme.read_text(encoding="utf-8"))}
+
+
+def decide(runs: list[dict[str, Any]], committed: dict[str, tuple[float, float]] | None = None,
+           limits: tuple[float, float] = (90.0, 120.0)) -> str:
+    """The main-model decision from the timings.
+
+    The criterion of issue 17 is absolute (<= 90 s on 2 cores, <= 120 s in Binder mode), but a
+    shared machine inflates every time, so the two models are timed back to back and compared by
+    their ratio; the estimate for an idle machine is the README's committed time of the digits
+    notebook (``committed``) times that ratio. Cells that raised with mini-sd swapped in are
+    counted: they are the porting work a switch needs (and make that notebook's time a lower bound).
+    """
+    committed = committed_times() if committed is None else committed
+    swapped = [r for r in runs if r["model"] == "mini-sd"]
+    parts, fits = [], True
+    for m in swapped:
+        d = next((r for r in runs if r["model"] == "digits" and r["notebook"] == m["notebook"]), None)
+        if d is None:
+            continue
+        ratio = m["wall_s"] / d["wall_s"]
+        text = f"{m['notebook']}: mini-sd {m['wall_s']:.1f} s vs digits {d['wall_s']:.1f} s here (x{ratio:.2f})"
+        prefix = m["notebook"].split("_")[0]
+        if prefix in committed:
+            two, binder = (t * ratio for t in committed[prefix])
+            ok = two <= limits[0] and binder <= limits[1]
+            fits &= ok
+            text += (f"; with the README's idle-machine times of the digits notebook ({committed[prefix][0]:g} s on 2 "
+                     f"cores, {committed[prefix][1]:g} s Binder) that is an estimated {two:.0f} s and {binder:.0f} s "
+                     f"({'within' if ok else 'over'} {limits[0]:g} s / {limits[1]:g} s)")
+        parts.append(text)
+    raised = sum(r["cells_with_errors"] for r in swapped)
+    cells = sum(r["code_cells"] for r in swapped)
+    text = "; ".join(parts) + ". "
+    if raised:
+        errors = [e for r in swapped for e in r.get("cell_errors", [])]
+        asserts = sum(": AssertionError:" in e for e in errors)
+        what = (f"{asserts} of them assert cells whose claim, measured on the digits model, fails on mini-sd"
+                if asserts else "digits-specific code")
+        text += (f"{raised} of {cells} code cells raised with mini-sd swapped in ({what}; listed in the JSON), so "
+                 "porting the notebooks means rewriting claims, not only swapping the model. ")
+    if fits and not raised:
+        return text + "Decision: mini-sd meets the time criterion; it can become the main model."
+    if fits:
+        return text + ("Decision: on cost, mini-sd meets the criterion; making it the main model is a porting job "
+                       "(the cells that raised), not a compute problem. Until they are ported the digits model "
+                       "stays the main model and mini-sd is the second model of notebook 06b.")
+    return text + "Decision: keep the digits model as the main model (mini-sd would break the time budget)."
+
+
+# --------------------------------------------------------------------------- output
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.1e}" if 0 < abs(x) < 1e-3 else f"{x:.4f}" if abs(x) < 1 else f"{x:.3f}" if abs(x) < 100 else f"{x:.0f}"
+
+
+def _ratio(r: dict[str, float]) -> str:
+    return f"{_fmt(r['value'])} [{_fmt(r['ci_low'])}-{_fmt(r['ci_high'])}]"
+
+
+def cell(entry: dict[str, Any] | None, case: str) -> str:
+    """One model's table cell: medians (IQR) of a and b, ratio of medians [95% CI], paired ratio."""
+    if entry is None:
+        return "not measured"
+    e = entry["cases"][case]
+    a, b = e["a"], e["b"]
+    text = (f"a {_fmt(a['median'])} ({_fmt(a['q25'])}-{_fmt(a['q75'])}), b {_fmt(b['median'])} "
+            f"({_fmt(b['q25'])}-{_fmt(b['q75'])}); **a/b {_ratio(e['ratio'])}**")
+    if "paired_ratio" in e:
+        p = e["paired_ratio"]
+        text += f"; paired {_fmt(p['median'])} [{_fmt(p['ci_low'])}-{_fmt(p['ci_high'])}]"
+    return text
+
+
+def main_model_section(state: dict[str, Any]) -> list[str]:
+    timing = state.get("notebook_timing")
+    lines = ["## Main model", ""]
+    if not timing:
+        return lines + ["Not measured yet (`--notebook-timing`).", ""]
+    lines += ["Criterion (issue 17): every notebook must still run in <= 90 s on 2 cores and <= 120 s in Binder "
+              "mode. Notebooks 02 and 03 executed one after the other by `tools/execute_notebooks.py` "
+              f"({timing['env']}), as committed (digits) and with `cl.load_model(\"digits\")` replaced by "
+              "`cl.load_model(\"mini-sd\")`:", "",
+              "| notebook | model | wall time | code cells that raised | 1-min load before/after |", "|---|---|---|---|---|"]
+    for r in timing["runs"]:
+        ok = (f"{r.get('cells_with_errors', 0)} of {r.get('code_cells', '?')}" if r["ok"] else f"run failed: {r['error']}")
+        lines.append(f"| {r['notebook']} | {r['model']} | {r['wall_s']:.1f} s | {ok} | "
+                     f"{r['load_before']:.2f}/{r['load_after']:.2f} |")
+    by = {(r["notebook"], r["model"]): r for r in timing["runs"]}
+    lines.append("")
+    for nb in sorted({r["notebook"] for r in timing["runs"]}):
+        d, m = by.get((nb, "digits")), by.get((nb, "mini-sd"))
+        if d and m:
+            lines.append(f"- {nb}: mini-sd / digits wall time = {m['wall_s'] / d['wall_s']:.2f}.")
+    lines += ["", timing["decision"], "",
+              "Binder mode (1 CPU, 2 GB; <= 120 s) was not run with mini-sd swapped in: its figures above are estimates "
+              "(committed Binder time x the ratio measured here). The kernels ran with "
+              f"OMP_NUM_THREADS={timing.get('omp_threads', '?')} on a machine shared with other jobs (the load "
+              "column), so both models' times are inflated alike; compare them with each other.", ""]
+    return lines
+
+
+#: (row, run "a" or "b") -> the label of the same setting in docs/compare_methods.json (real digits, CFG 7.5, 20 steps)
+COMMITTED = {("naive-cfg", "a"): "naive", ("label", "a"): "naive-destination", ("original", "a"): "original",
+             ("damped", "a"): "fixed-point-damped", ("negative-prompt", "a"): "negative-prompt",
+             ("edict-own", "a"): "edict (own sampler)", ("edict-ddim", "a"): "edict, DDIM regen.",
+             ("bdia-own", "a"): "bdia (own sampler)", ("bdia-ddim", "a"): "bdia, DDIM regen."}
+
+
+def cross_check(state: dict[str, Any], path: Path = ROOT / "docs" / "compare_methods.json") -> list[str]:
+    """Digits medians of this run next to the committed ``docs/compare_methods.json`` for the same setting."""
+    if not path.is_file() or state.get("per_digit") != 10:
+        return []
+    committed = {r["label"]: r["image_rmse_median"] for r in json.loads(path.read_text(encoding="utf-8"))["rows"]
+                 if r["case"] == "real" and r["cfg"] == 7.5 and r["steps"] == 20}
+    out = []
+    for (key, side), label in COMMITTED.items():
+        got = state["rows"].get(key, {}).get("digits")
+        if got is None or label not in committed:
+            continue
+        mine = got["cases"]["real"][side]["median"]
+        out.append(f"`{key}` {mine:.4g} vs `{label}` {committed[label]:.4g}")
+    if not out:
+        return []
+    return ["Cross-check: the digits model's real-image medians of this run against the committed "
+            "`docs/compare_methods.json` (same images, seed and setting): " + "; ".join(out) + ".", ""]
+
+
+def markdown(state: dict[str, Any]) -> str:
+    rows = {r.key: r for r in ROWS}
+    lines = [HEADER, "",
+             f"Written by `{WRITTEN_BY}` on {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC "
+             f"(runs at the end). Each row compares two runs **a** and **b** on {10 * state['per_digit']} images per set "
+             f"({state['per_digit']} per class, seed 0), DDIM regeneration on the inversion grid unless stated; image RMSE in [0, 1] pixel units as "
+             "median (interquartile range); **a/b** = ratio of the medians with a bootstrap 95% interval (images "
+             "resampled independently); *paired* = median of the per-image ratios a/b with its bootstrap 95% "
+             "interval, where a and b ran on the same images. a/b < 1: a reconstructs better. Both model columns "
+             "were computed by this script; the third column quotes `docs/published-figures.md` (citations, "
+             "not measurements of this project; PSNR is higher-is-better, the opposite direction of RMSE).", "",
+             "Real images: digits = " + REAL_SET["digits"] + "; mini-sd = " + REAL_SET["mini-sd"] + ".", ""]
+    lines += ["| finding | set | a vs b | digits model | mini-sd | SD papers / users report (cited) |",
+              "|---|---|---|---|---|---|"]
+    for key in ROW_KEYS:
+        got = state["rows"].get(key)
+        if not got:
+            continue
+        row = rows[key]
+        for c in row.cases:
+            lines.append(f"| {row.finding if c == row.cases[0] else ''} | {c} | a = {row.a.text()}; b = {row.b.text()} "
+                         f"| {cell(got.get('digits'), c)} | {cell(got.get('mini-sd'), c)} | "
+                         f"{row.published if c == row.cases[0] else ''} |")
+    left = [rows[k] for k in ROW_KEYS if k not in state["rows"]]
+    notes = [f"- `{r.key}`: {r.note}" for r in ROWS if r.note and r.key in state["rows"]]
+    if notes:
+        lines += ["", "Notes:", *notes]
+    if left:
+        lines += ["", "Not measured in these runs: " + "; ".join(f"`{r.key}` ({r.finding})" for r in left) + "."]
+    lines += ["", "Cost per (row, model) in seconds (both runs of the row, excluding runs already cached by an "
+              "earlier row): " + "; ".join(
+                  f"`{k}` " + ", ".join(f"{m} {v['seconds']:.0f}" for m, v in state["rows"][k].items())
+                  for k in ROW_KEYS if k in state["rows"]), ""]
+    lines += cross_check(state)
+    lines += ["Editing success vs preservation is not in this table: `cfginv_lite.editing.style_features` works "
+              "on any image size, but the edit-success judge of `docs/editing.md` is the digits model's 8x8 "
+              "classifier (`data.train_digit_classifier`), and an editing run on mini-sd did not fit this "
+              "session's time budget.", ""]
+    lines += main_model_section(state)
+    lines += ["## Runs", "", *[f"- `{r['command']}`: {r['env']}; {r['minutes']} min" for r in state["runs"]], ""]
+    return "\n".join(lines)
+
+
+def row_info(row: Row) -> dict[str, Any]:
+    """What a reader of the JSON needs to show a row (``cfginv_lite.presentation.transfer_table``)."""
+    return {"finding": row.finding, "a": row.a.text(), "b": row.b.text(), "published": row.published,
+            "cases": list(row.cases), "optional": row.optional, "note": row.note, "order": ROW_KEYS.index(row.key)}
+
+
+def _ours_json(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("written_by") == WRITTEN_BY
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _ours_md(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.readline().rstrip("\r\n") == HEADER
+    except OSError:
+        return False
+
+
+class Outputs:
+    """The JSON and Markdown outputs: checked before any work, written atomically after every row."""
+
+    def __init__(self, out_dir: Path, force: bool) -> None:
+        self.force = force
+        self.js = check_output_file(out_dir / "transfer.json", what="transfer JSON", force=force, owned=_ours_json)
+        self.md = check_output_file(out_dir / "transfer.md", what="transfer Markdown", force=force, owned=_ours_md)
+        self.existed = {p: p.exists() for p in (self.js, self.md)}
+
+    def save(self, state: dict[str, Any]) -> None:
+        state["row_info"] = {r.key: row_info(r) for r in ROWS if r.key in state["rows"]}   # for readers of the JSON
+        if state.get("notebook_timing"):       # the decision follows the current rule and README
+            state["notebook_timing"]["decision"] = decide(state["notebook_timing"]["runs"])
+        for path, text, owned in ((self.js, json.dumps(state, indent=1) + "\n", _ours_json),
+                                  (self.md, markdown(state), _ours_md)):
+            write_output(path, lambda tmp, t=text: tmp.write_text(t, encoding="utf-8"), existed=self.existed[path],
+                         force=self.force, owned=owned)
+            self.existed[path] = True
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out-dir", default="docs", help="folder for transfer.{json,md} (default docs)")
+    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    p.add_argument("--rows", nargs="+", choices=ROW_KEYS, help="rows to run (default: all)")
+    p.add_argument("--skip-optional", action="store_true", help="leave out the optional (slow) rows")
+    p.add_argument("--per-digit", type=int, default=10, help="images per class per set (default 10: 100 per set)")
+    p.add_argument("--notebook-timing", action="store_true",
+                   help="also time notebooks 02 and 03 with digits and with mini-sd swapped in (minutes)")
+    p.add_argument("--resume", action="store_true", help="keep the rows already in the JSON and run the rest")
+    p.add_argument("--force", action="store_true", help="replace output files this script did not write")
+    p.add_argument("--quick", action="store_true", help="smoke test: 1 image per class, rows naive-cfg and label")
+    args = p.parse_args(argv)
+    if args.per_digit < 1:
+        raise SystemExit("error: --per-digit must be >= 1")
+    rows = [r for r in ROWS if (args.rows is None or r.key in args.rows) and not (args.skip_optional and r.optional)]
+    if args.quick:
+        args.per_digit = 1
+        rows = [r for r in ROWS if r.key in (args.rows or ["naive-cfg", "label"])]
+    out = Path(args.out_dir)
+    try:
+        outputs = Outputs(out, args.force or False)
+    except OutputPathError as err:
+        raise SystemExit(f"error: {err}") from None
+    command = shlex.join(["python", *(sys.argv if argv is None else [WRITTEN_BY, *argv])])
+    if os.environ.get("OMP_NUM_THREADS"):
+        command = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} {command}"
+    env = (f"torch {torch.__version__}, Python {platform.python_version()}, {platform.machine()} CPU, "
+           f"nproc {os.cpu_count()}, torch threads {torch.get_num_threads()}, 1-min load at start "
+           f"{os.getloadavg()[0]:.2f}")
+    state: dict[str, Any] = {"written_by": WRITTEN_BY, "quick": args.quick, "per_digit": args.per_digit,
+                             "rows": {}, "runs": []}
+    if args.resume and outputs.js.exists():
+        if not _ours_json(outputs.js):
+            raise SystemExit(f"error: {outputs.js} was not written by this script; cannot --resume from it")
+        state = json.loads(outputs.js.read_text(encoding="utf-8"))
+        if state.get("per_digit") != args.per_digit:
+            raise SystemExit(f"error: --resume with --per-digit {args.per_digit}, but the file has "
+                             f"{state.get('per_digit')}")
+    start = time.perf_counter()
+    for name in args.models:
+        todo = [r for r in rows if name not in state["rows"].get(r.key, {})]
+        if not todo:
+            continue
+        runner = ModelRunner(name, args.per_digit)
+        for row in tqdm(todo, desc=name):
+            result = measure_row(runner, row)
+            state["rows"].setdefault(row.key, {})[name] = result
+            outputs.save(state)                                   # after every row: an interrupted run keeps it
+            real = result["cases"][row.cases[0]]
+            print(f"{name:>7} {row.key:>15}: {row.cases[0]} a {real['a']['median']:.4f} b {real['b']['median']:.4f} "
+                  f"a/b {real['ratio']['value']:.3f} ({result['seconds']} s)", flush=True)
+    if args.notebook_timing:
+        with tempfile.TemporaryDirectory(prefix="transfer-nb-") as tmp:
+            runs = time_notebooks(["02_cfg_breaks_inversion.ipynb", "03_iterative_compensation.ipynb"], Path(tmp))
+        state["notebook_timing"] = {"env": env, "runs": runs, "decision": decide(runs),
+                                    "omp_threads": os.environ.get("OMP_NUM_THREADS", "unset")}
+        outputs.save(state)
+    state["runs"].append({"command": command, "env": env, "minutes": round((time.perf_counter() - start) / 60, 1)})
+    outputs.save(state)
+    print(f"wrote {outputs.md} and {outputs.js} ({(time.perf_counter() - start) / 60:.1f} min)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
