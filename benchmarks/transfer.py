@@ -420,7 +420,7 @@ def markdown(state: dict[str, Any]) -> str:
         lines += ["", "Notes:", *notes]
     if left:
         lines += ["", "Not measured in these runs: " + "; ".join(f"`{r.key}` ({r.finding})" for r in left) + "."]
-    lines += ["", "Cost per (row, model) in seconds (both runs of the row, excluding runs already cached by an "
+    lines += ["", "Seconds spent per (row, model) (both runs of the row, excluding runs already cached by an "
               "earlier row): " + "; ".join(
                   f"`{k}` " + ", ".join(f"{m} {v['seconds']:.0f}" for m, v in state["rows"][k].items())
                   for k in ROW_KEYS if k in state["rows"]), ""]
