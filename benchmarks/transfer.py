@@ -1,10 +1,19 @@
 """What transfers from the digits model to mini-sd? The course's key findings, measured on both.
 
-Each key finding of the course is one row of a table with three columns: the **digits**
-model (8x8 pixel space, its own training images as the real set), **mini-sd** (a learned
-AutoencoderKL, 4x8x8 latents, 1,000 held-out MNIST images as the real set, see
-``docs/calibration.md``), and **what Stable Diffusion papers and users report** (cited from
-``docs/published-figures.md``; citations, never measurements of this project).
+Each key finding of the course is one row of a table with four columns: the **digits**
+model (8x8 pixel space, its own training images as the real set), **digits-split** (the same
+network trained without 50 digits per class, those held-out digits as the real set),
+**mini-sd** (a learned AutoencoderKL, 4x8x8 latents, 1,000 held-out MNIST images as the real
+set, see ``docs/calibration.md``), and **what Stable Diffusion papers and users report** (cited
+from ``docs/published-figures.md``; citations, never measurements of this project).
+
+Two kinds of rows are not plain reconstructions. *Editing* rows (``kind="edit"``) edit each
+real image into another digit with prompt-to-prompt (tau 0.5, 10 steps) from two inversions
+and compare preservation (the style distance of the edit to its source,
+:func:`cfginv_lite.editing.style_distance`) and success (a classifier the model's training
+images taught reads the target digit). *Calibrated* rows run at each model's own CFG where
+naive inversion's median error reaches k x its CFG-1 error (``docs/calibration.json``), so
+the models are compared at the same failure severity instead of the same knob setting.
 
 Every row compares two runs ``a`` and ``b`` (e.g. naive inversion at CFG 7.5 vs CFG 1) on
 100 images per set (10 per class, seed 0; :func:`cfginv_lite.evidence.digit_sets`), both
@@ -33,6 +42,7 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as _dt
 import json
 import os
@@ -58,10 +68,15 @@ from cfginv_lite.schedule import timestep_grid
 
 WRITTEN_BY = "benchmarks/transfer.py"
 HEADER = "# What transfers: the digits model vs mini-sd vs published Stable Diffusion figures"
-MODELS = ("digits", "mini-sd")
+MODELS = ("digits", "digits-split", "mini-sd")
+TIMED_MODELS = ("digits", "mini-sd")          # the main-model decision compares these two
 ROOT = Path(__file__).resolve().parents[1]
-REAL_SET = {"digits": "its own training images (data.real_digit_set; it has no held-out images)",
+REAL_SET = {"digits": "its own training images (data.real_digit_set; the shipped digits model trained on all 1,797)",
+            "digits-split": "the 500 digits (50 per class) it never saw in training (data.split_digit_set('heldout'))",
             "mini-sd": "held-out MNIST images never seen in training (mnist.heldout_digit_set)"}
+#: model name -> its entry in docs/calibration.json (the CFG at which naive fails k x)
+CALIBRATION_KEY = {"digits": "digits", "digits-split": "digits, split model: held-out", "mini-sd": "mini-sd"}
+EDIT_TAU = 0.5
 
 
 @dataclass(frozen=True)
@@ -92,6 +107,8 @@ class Row:
     cases: tuple[str, ...] = ("real",)
     optional: bool = False
     note: str = ""
+    kind: str = "inversion"        # "edit": compare prompt-to-prompt edits made from runs a and b
+    calibrated: str = ""           # "2x"/"4x"/"8x": both runs at each model's calibrated CFG, not a.cfg
 
 
 NAIVE = Run("naive")
@@ -132,6 +149,26 @@ ROWS: tuple[Row, ...] = (
     Row("author", "the author's settings: original, 5 iterations, 50 steps, CFG 4.5, vs naive at the same",
         Run("original", cfg=4.5, steps=50, options=(("refine_iterations", 5),)), Run("naive", cfg=4.5, steps=50),
         "the author: real images invert reasonably well up to CFG ~4.5 with his method (seed text)", optional=True),
+    *(Row(f"author-{k}", f"the author's settings at matching severity: original, 5 iterations, 50 steps, at the CFG "
+          f"where naive fails {k} (each model's own, docs/calibration.md), vs naive at the same",
+          Run("original", steps=50, options=(("refine_iterations", 5),)), Run("naive", steps=50),
+          "the author: without the refinement only CFG < 3 is usable on SD (his README); with it, real images up to "
+          "~4.5 (seed text); the naive failure factor at those CFGs on SD is not published" if k == "2x" else "",
+          optional=True, calibrated=k,
+          note="calibrated at 20 steps (docs/calibration.md), run at the author's 50 steps" if k == "2x" else "")
+      for k in ("2x", "4x", "8x")),
+    Row("edit-label", f"editing: edits made from naive-destination vs from naive inversion (prompt-to-prompt, "
+        f"tau {EDIT_TAU:g}, each real image into another digit)", Run("naive-destination", steps=10),
+        Run("naive", steps=10),
+        "PIE-Bench, SD 1.4, CFG 7.5, prompt-to-prompt: background PSNR 17.87 from plain DDIM inversion vs 27.03 from "
+        "null-text (Ju et al.); edit-success scores are not quoted in docs/published-figures.md", kind="edit",
+        note="editing rows: a and b are edits; their values are the style distance of each edit to its source image "
+             "(lower = better preserved), and `success` is the fraction of edits that the judge (an SVM trained on "
+             "the model's training images) reads as the target digit, with a bootstrap 95% interval"),
+    Row("edit-anderson", f"editing: edits made from Anderson (3 iterations) vs from naive inversion (tau {EDIT_TAU:g})",
+        Run("anderson", steps=10, options=(("iterations", 3),)), Run("naive", steps=10),
+        "better reconstruction gives better-preserved edits on PIE-Bench (null-text, AIDI vs DDIM: "
+        "docs/published-figures.md)", kind="edit"),
 )
 ROW_KEYS = tuple(r.key for r in ROWS)
 
@@ -149,8 +186,58 @@ class ModelRunner:
     seconds: dict[Run, float] = field(default_factory=dict)
     nfe: dict[Run, int] = field(default_factory=dict)
 
+    edits: dict[Run, dict[str, np.ndarray]] = field(default_factory=dict)
+    _edit_inputs: dict[str, Any] | None = None
+
     def __post_init__(self) -> None:
         self.model = load_model(self.name)
+
+    def edit_inputs(self) -> dict[str, Any]:
+        """The editing set (built once): the real images, one other target digit each, the judge and style units."""
+        if self._edit_inputs is None:
+            from cfginv_lite.data import digit_prompt, heldout_indices, load_digit_images, train_digit_classifier
+            from cfginv_lite.editing import style_scales
+
+            real = digit_sets(self.model, 7.5, self.grid(10), per_digit=self.per_digit, seed=0, cases=["real"])["real"]
+            targets = [(d + 1 + k % 9) % 10 for k, d in enumerate(real.labels)]   # every other digit in turn
+            if self.name == "mini-sd":
+                from cfginv_lite.mnist import load_mnist_split, train_mnist_classifier
+
+                judge, reference = train_mnist_classifier(), load_mnist_split("train")[0]
+            else:   # digits-split: its judge and style units see only its own training digits
+                held = 50 if self.name == "digits-split" else 0
+                judge = train_digit_classifier(heldout_per_digit=held)
+                reference = load_digit_images(8)[0]
+                if held:
+                    keep = np.ones(len(reference), dtype=bool)
+                    keep[heldout_indices(held)] = False
+                    reference = reference[torch.from_numpy(keep)]
+            self._edit_inputs = {"set": real, "targets": np.array(targets), "judge": judge,
+                                 "scales": style_scales(reference),
+                                 "target_emb": self.model.encode_prompt([digit_prompt(d) for d in targets])}
+        return self._edit_inputs
+
+    def edit_scores(self, run: Run) -> dict[str, np.ndarray]:
+        """Per image: style distance of the edit to its source, success (bool), reconstruction RMSE."""
+        if run not in self.edits:
+            from cfginv_lite.editing import edit, style_distance
+            from cfginv_lite import make_guidance
+            from cfginv_lite.methods import run_method
+
+            e = self.edit_inputs()
+            real, grid = e["set"], self.grid(run.steps)
+            start = time.perf_counter()
+            guidance = make_guidance(self.model, real.prompts, run.cfg)
+            inv = run_method(run.method, self.model, real.latents, grid, guidance, progress=False, **dict(run.options))
+            out = edit(self.model, inv.latents, grid, inv.guidance, e["target_emb"], tau=EDIT_TAU, progress=False)
+            edited, recon = self.model.decode(out.edited), self.model.decode(out.reconstructed)
+            self.edits[run] = {
+                "style": style_distance(edited, real.images, e["scales"]).astype(np.float64),
+                "success": np.asarray(e["judge"](edited) == e["targets"]),
+                "recon": ((recon - real.images) / 2).pow(2).flatten(1).mean(1).sqrt().double().numpy()}
+            self.seconds[run] = self.seconds.get(run, 0.0) + time.perf_counter() - start
+            self.nfe[run] = inv.nfe
+        return self.edits[run]
 
     def grid(self, steps: int) -> list[int]:
         return timestep_grid(steps, config=self.model.scheduler_config)
@@ -183,8 +270,48 @@ def _spread_dict(x: np.ndarray) -> dict[str, float]:
     return {"median": s.median, "q25": s.q25, "q75": s.q75, "ci_low": s.ci_low, "ci_high": s.ci_high, "n": s.n}
 
 
+def calibrated_cfg(model: str, factor: str, path: Path = ROOT / "docs" / "calibration.json") -> float | None:
+    """The CFG at which naive inversion's median error on ``model``'s real images reaches ``factor``
+    (e.g. "2x") times its CFG-1 error, from ``benchmarks/calibrate_cfg.py``'s JSON; None if not reached."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        crossing = data["models"][CALIBRATION_KEY[model]]["crossings"][factor]
+    except KeyError:
+        raise SystemExit(f"error: {path} has no {factor} crossing for {model!r}; run benchmarks/calibrate_cfg.py") from None
+    return None if crossing["cfg"] is None else round(float(crossing["cfg"]), 2)
+
+
+def measure_edit_row(runner: ModelRunner, row: Row) -> dict[str, Any]:
+    """Edits from runs a and b: style distance (spreads, ratios), success with bootstrap intervals."""
+    from cfginv_lite.quality import bootstrap_accuracy
+
+    start = time.perf_counter()
+    ea, eb = runner.edit_scores(row.a), runner.edit_scores(row.b)
+    r, p = median_ratio(ea["style"], eb["style"]), paired_ratio(ea["style"], eb["style"])
+    entry: dict[str, Any] = {"a": _spread_dict(ea["style"]), "b": _spread_dict(eb["style"]),
+                             "ratio": {"value": r.median, "ci_low": r.ci_low, "ci_high": r.ci_high},
+                             "paired_ratio": {"median": p.median, "q25": p.q25, "q75": p.q75, "ci_low": p.ci_low,
+                                              "ci_high": p.ci_high},
+                             "a_per_image": np.round(ea["style"], 7).tolist(),
+                             "b_per_image": np.round(eb["style"], 7).tolist()}
+    for side, e in (("a", ea), ("b", eb)):
+        acc = bootstrap_accuracy(e["success"])
+        entry[f"success_{side}"] = {"value": acc.accuracy, "ci_low": acc.ci_low, "ci_high": acc.ci_high, "n": acc.n}
+        entry[f"recon_{side}_median"] = float(np.median(e["recon"]))
+    return {"cases": {"real": entry}, "nfe_a": runner.nfe.get(row.a), "nfe_b": runner.nfe.get(row.b),
+            "seconds": round(time.perf_counter() - start, 1), "tau": EDIT_TAU}
+
+
 def measure_row(runner: ModelRunner, row: Row) -> dict[str, Any]:
     """Both runs of ``row`` on ``runner``'s model: spreads, ratio of medians, paired ratio."""
+    if row.kind == "edit":
+        return measure_edit_row(runner, row)
+    cfg = None
+    if row.calibrated:
+        cfg = calibrated_cfg(runner.name, row.calibrated)
+        if cfg is None:
+            return {"cases": {}, "cfg": None, "not_reached": True, "seconds": 0.0}
+        row = dataclasses.replace(row, a=dataclasses.replace(row.a, cfg=cfg), b=dataclasses.replace(row.b, cfg=cfg))
     start = time.perf_counter()
     ea, eb = runner.image_rmse(row.a, row.cases), runner.image_rmse(row.b, row.cases)
     paired = (row.a.cfg, row.a.steps) == (row.b.cfg, row.b.steps)
@@ -199,8 +326,11 @@ def measure_row(runner: ModelRunner, row: Row) -> dict[str, Any]:
             entry["paired_ratio"] = {"median": p.median, "q25": p.q25, "q75": p.q75, "ci_low": p.ci_low,
                                      "ci_high": p.ci_high}
         cases[c] = entry
-    return {"cases": cases, "nfe_a": runner.nfe.get(row.a), "nfe_b": runner.nfe.get(row.b),
-            "seconds": round(time.perf_counter() - start, 1)}
+    result = {"cases": cases, "nfe_a": runner.nfe.get(row.a), "nfe_b": runner.nfe.get(row.b),
+              "seconds": round(time.perf_counter() - start, 1)}
+    if cfg is not None:
+        result["cfg"] = cfg
+    return result
 
 
 # --------------------------------------------------------------------------- notebook timing
@@ -218,7 +348,7 @@ def time_notebooks(names: list[str], workdir: Path) -> list[dict[str, Any]]:
     results = []
     for nb in tqdm(names, desc="notebook timing"):
         src = ROOT / "notebooks" / nb
-        for model in MODELS:
+        for model in TIMED_MODELS:
             folder = workdir / model
             folder.mkdir(parents=True, exist_ok=True)
             text, n = swap_model(src.read_text(encoding="utf-8"), model)
@@ -327,10 +457,17 @@ def cell(entry: dict[str, Any] | None, case: str) -> str:
     """One model's table cell: medians (IQR) of a and b, ratio of medians [95% CI], paired ratio."""
     if entry is None:
         return "not measured"
+    if entry.get("not_reached"):
+        return "naive never fails this much here (up to CFG 10): not run"
     e = entry["cases"][case]
     a, b = e["a"], e["b"]
-    text = (f"a {_fmt(a['median'])} ({_fmt(a['q25'])}-{_fmt(a['q75'])}), b {_fmt(b['median'])} "
-            f"({_fmt(b['q25'])}-{_fmt(b['q75'])}); **a/b {_ratio(e['ratio'])}**")
+    text = f"at CFG {entry['cfg']:g}: " if entry.get("cfg") is not None else ""
+    if "success_a" in e:
+        sa, sb = e["success_a"], e["success_b"]
+        text += (f"success a {sa['value']:.2f} [{sa['ci_low']:.2f}-{sa['ci_high']:.2f}], b {sb['value']:.2f} "
+                 f"[{sb['ci_low']:.2f}-{sb['ci_high']:.2f}]; style distance ")
+    text += (f"a {_fmt(a['median'])} ({_fmt(a['q25'])}-{_fmt(a['q75'])}), b {_fmt(b['median'])} "
+             f"({_fmt(b['q25'])}-{_fmt(b['q75'])}); **a/b {_ratio(e['ratio'])}**")
     if "paired_ratio" in e:
         p = e["paired_ratio"]
         text += f"; paired {_fmt(p['median'])} [{_fmt(p['ci_low'])}-{_fmt(p['ci_high'])}]"
@@ -399,21 +536,29 @@ def markdown(state: dict[str, Any]) -> str:
              f"({state['per_digit']} per class, seed 0), DDIM regeneration on the inversion grid unless stated; image RMSE in [0, 1] pixel units as "
              "median (interquartile range); **a/b** = ratio of the medians with a bootstrap 95% interval (images "
              "resampled independently); *paired* = median of the per-image ratios a/b with its bootstrap 95% "
-             "interval, where a and b ran on the same images. a/b < 1: a reconstructs better. Both model columns "
-             "were computed by this script; the third column quotes `docs/published-figures.md` (citations, "
+             "interval, where a and b ran on the same images. a/b < 1: a reconstructs better. The model columns "
+             "were computed by this script; the last column quotes `docs/published-figures.md` (citations, "
              "not measurements of this project; PSNR is higher-is-better, the opposite direction of RMSE).", "",
-             "Real images: digits = " + REAL_SET["digits"] + "; mini-sd = " + REAL_SET["mini-sd"] + ".", ""]
-    lines += ["| finding | set | a vs b | digits model | mini-sd | SD papers / users report (cited) |",
-              "|---|---|---|---|---|---|"]
+             "Real images: " + "; ".join(f"{m} = {REAL_SET[m]}" for m in MODELS) + ".", "",
+             "Editing rows (`edit-*`): each real image is edited into another digit (prompt-to-prompt word swap for "
+             f"the first {EDIT_TAU:g} of 10 steps, CFG 7.5) from inversion a and from inversion b; the values are "
+             "style distances of the edit to its source (ink, slant and position in units of their IQR, "
+             "`cfginv_lite.editing.style_distance`; lower = better preserved), *success* = fraction of edits the "
+             "model's judge (an SVM fitted on that model's training images) reads as the target digit. "
+             "Calibrated rows (`author-2x` ...): each model at its own CFG where naive inversion's median error "
+             "reaches 2x/4x/8x its CFG-1 error (`docs/calibration.md`): the same failure severity, not the same knob.",
+             ""]
+    lines += ["| finding | set | a vs b | " + " | ".join(MODELS) + " | SD papers / users report (cited) |",
+              "|---|---|---|" + "---|" * len(MODELS) + "---|"]
     for key in ROW_KEYS:
         got = state["rows"].get(key)
         if not got:
             continue
         row = rows[key]
         for c in row.cases:
-            lines.append(f"| {row.finding if c == row.cases[0] else ''} | {c} | a = {row.a.text()}; b = {row.b.text()} "
-                         f"| {cell(got.get('digits'), c)} | {cell(got.get('mini-sd'), c)} | "
-                         f"{row.published if c == row.cases[0] else ''} |")
+            lines.append(f"| {row.finding if c == row.cases[0] else ''} | {c} | a = {row_text(row, 'a')}; "
+                         f"b = {row_text(row, 'b')} | " + " | ".join(cell(got.get(m), c) for m in MODELS) +
+                         f" | {row.published if c == row.cases[0] else ''} |")
     left = [rows[k] for k in ROW_KEYS if k not in state["rows"]]
     notes = [f"- `{r.key}`: {r.note}" for r in ROWS if r.note and r.key in state["rows"]]
     if notes:
@@ -425,19 +570,26 @@ def markdown(state: dict[str, Any]) -> str:
                   f"`{k}` " + ", ".join(f"{m} {v['seconds']:.0f}" for m, v in state["rows"][k].items())
                   for k in ROW_KEYS if k in state["rows"]), ""]
     lines += cross_check(state)
-    lines += ["Editing success vs preservation is not in this table: `cfginv_lite.editing.style_features` works "
-              "on any image size, but the edit-success judge of `docs/editing.md` is the digits model's 8x8 "
-              "classifier (`data.train_digit_classifier`), and an editing run on mini-sd did not fit this "
-              "session's time budget.", ""]
     lines += main_model_section(state)
     lines += ["## Runs", "", *[f"- `{r['command']}`: {r['env']}; {r['minutes']} min" for r in state["runs"]], ""]
     return "\n".join(lines)
 
 
+def row_text(row: Row, side: str) -> str:
+    """How run ``side`` ("a"/"b") of ``row`` is shown: its setting, with a calibrated row's CFG named."""
+    text = getattr(row, side).text()
+    if row.calibrated:
+        text = re.sub(r"CFG [0-9.]+", f"CFG at naive {row.calibrated}", text)
+    if row.kind == "edit":
+        text = f"edits (tau {EDIT_TAU:g}) from {text}"
+    return text
+
+
 def row_info(row: Row) -> dict[str, Any]:
     """What a reader of the JSON needs to show a row (``cfginv_lite.presentation.transfer_table``)."""
-    return {"finding": row.finding, "a": row.a.text(), "b": row.b.text(), "published": row.published,
-            "cases": list(row.cases), "optional": row.optional, "note": row.note, "order": ROW_KEYS.index(row.key)}
+    return {"finding": row.finding, "a": row_text(row, "a"), "b": row_text(row, "b"), "published": row.published,
+            "cases": list(row.cases), "optional": row.optional, "note": row.note, "order": ROW_KEYS.index(row.key),
+            "kind": row.kind, "calibrated": row.calibrated}
 
 
 def _ours_json(path: Path) -> bool:
@@ -515,17 +667,22 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"error: --resume with --per-digit {args.per_digit}, but the file has "
                              f"{state.get('per_digit')}")
     start = time.perf_counter()
+    did_work = False
     for name in args.models:
         todo = [r for r in rows if name not in state["rows"].get(r.key, {})]
         if not todo:
             continue
+        did_work = True
         runner = ModelRunner(name, args.per_digit)
         for row in tqdm(todo, desc=name):
             result = measure_row(runner, row)
             state["rows"].setdefault(row.key, {})[name] = result
             outputs.save(state)                                   # after every row: an interrupted run keeps it
-            real = result["cases"][row.cases[0]]
-            print(f"{name:>7} {row.key:>15}: {row.cases[0]} a {real['a']['median']:.4f} b {real['b']['median']:.4f} "
+            real = result["cases"].get(row.cases[0])
+            if real is None:
+                print(f"{name:>12} {row.key:>15}: not run ({cell(result, row.cases[0])})", flush=True)
+                continue
+            print(f"{name:>12} {row.key:>15}: {row.cases[0]} a {real['a']['median']:.4f} b {real['b']['median']:.4f} "
                   f"a/b {real['ratio']['value']:.3f} ({result['seconds']} s)", flush=True)
     if args.notebook_timing:
         with tempfile.TemporaryDirectory(prefix="transfer-nb-") as tmp:
@@ -533,7 +690,8 @@ def main(argv: list[str] | None = None) -> int:
         state["notebook_timing"] = {"env": env, "runs": runs, "decision": decide(runs),
                                     "omp_threads": os.environ.get("OMP_NUM_THREADS", "unset")}
         outputs.save(state)
-    state["runs"].append({"command": command, "env": env, "minutes": round((time.perf_counter() - start) / 60, 1)})
+    if did_work or args.notebook_timing:   # a --resume with nothing left to run is not a run
+        state["runs"].append({"command": command, "env": env, "minutes": round((time.perf_counter() - start) / 60, 1)})
     outputs.save(state)
     print(f"wrote {outputs.md} and {outputs.js} ({(time.perf_counter() - start) / 60:.1f} min)")
     return 0

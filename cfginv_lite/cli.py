@@ -37,18 +37,20 @@ SAMPLERS = ("ddim", "lms", "own")  # own: the method's own sampler (EDICT, BDIA;
 MAX_IMAGES_PER_DIGIT = 1000
 PLOT_FORMATS = ("png", "pdf", "svg")
 #: Models whose prompts and real images compare makes itself (both draw digits 0..9).
-COMPARE_MODELS = ("digits", "mini-sd")
+COMPARE_MODELS = ("digits", "digits-split", "mini-sd")
 
 
 def _real_images(model_name: str, labels: list[int], seed: int, model: Any) -> Any:
-    """Real images from the model's own data: mini-sd's held-out MNIST split, the digits model's dataset."""
+    """Real images from the model's own data: mini-sd's held-out MNIST split, digits-split's held-out
+    digits, the digits model's dataset (its training images)."""
     if model_name == "mini-sd":
         from .mnist import heldout_digits
 
         return heldout_digits(labels, seed=seed)
     from .data import real_digits
 
-    return real_digits(labels, size=model.latent_shape[-1], seed=seed)
+    held = 50 if model_name == "digits-split" else 0   # the split the shipped digits-split model was trained with
+    return real_digits(labels, size=model.latent_shape[-1], seed=seed, heldout_per_digit=held)
 
 
 def _methods() -> dict[str, Any]:
@@ -201,8 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="invert and regenerate a seeded set; print a table",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="digits", choices=COMPARE_MODELS,
-                   help="model name: digits (8x8 pixels) or mini-sd (MNIST latent diffusion; its real images "
-                        "are the held-out split)")
+                   help="model name: digits (8x8 pixels; its real images are its training images), digits-split "
+                        "(the same network trained without 50 digits per class: its real images are those) or "
+                        "mini-sd (MNIST latent diffusion; its real images are the held-out split)")
     p.add_argument("--cfg", type=float, nargs="+", default=[1.0, 3.0, 5.0, 7.5],
                    help="guidance scales, finite and >= 0")
     p.add_argument("--steps", type=int, nargs="+", default=[20, 50],

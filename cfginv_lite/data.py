@@ -40,12 +40,20 @@ def load_digit_images(size: int = 8) -> tuple[torch.Tensor, np.ndarray]:
     return images.clamp(0, 1) * 2 - 1, data.target.astype(np.int64)
 
 
-def real_digits(labels: list[int], size: int = 8, seed: int = 0) -> torch.Tensor:
-    """One real dataset image per requested label, drawn reproducibly with ``seed``."""
+def real_digits(labels: list[int], size: int = 8, seed: int = 0, *, heldout_per_digit: int = 0) -> torch.Tensor:
+    """One real dataset image per requested label, drawn reproducibly with ``seed``.
+
+    ``heldout_per_digit = N > 0``: draw only from the ``N`` per class of :func:`heldout_indices`
+    (the images ``load_model("digits-split")`` never saw in training).
+    """
     images, targets = load_digit_images(size)
     labels = [_check_label(lab) for lab in labels]
+    pool = np.ones(len(targets), dtype=bool)
+    if heldout_per_digit:
+        pool[:] = False
+        pool[heldout_indices(heldout_per_digit)] = True
     rng = np.random.default_rng(seed)
-    picks = [int(rng.choice(np.flatnonzero(targets == lab))) for lab in labels]
+    picks = [int(rng.choice(np.flatnonzero(pool & (targets == lab)))) for lab in labels]
     return images[picks]
 
 
@@ -113,15 +121,21 @@ def split_digit_set(which: str, per_digit: int = 10, *, holdout_per_digit: int =
     return images[picks], [int(targets[i]) for i in picks]
 
 
-def train_digit_classifier(seed: int = 0):
+def train_digit_classifier(seed: int = 0, *, heldout_per_digit: int = 0):
     """An SVM (RBF) fitted on all real digits at 8x8, the classic scikit-learn recipe.
 
     Used to check that generated digits are recognisable. Returns a function mapping images
     ``(B, 1, S, S)`` in ``[-1, 1]`` to predicted labels (images are resized to 8x8 first).
+    ``heldout_per_digit = N > 0`` fits it without :func:`heldout_indices` ``(N)``: the judge
+    of ``load_model("digits-split")`` sees only that model's training digits.
     """
     from sklearn.svm import SVC
 
     images, targets = load_digit_images(8)
+    if heldout_per_digit:
+        keep = np.ones(len(targets), dtype=bool)
+        keep[heldout_indices(heldout_per_digit)] = False
+        images, targets = images[torch.from_numpy(keep)], targets[keep]
     clf = SVC(gamma=0.001, C=10.0, random_state=seed)
     clf.fit(_features(images), targets)
 

@@ -138,12 +138,19 @@ def _ratio_text(e: dict[str, Any] | None) -> str:
     return f"{f(r['value'])} [{f(r['ci_low'])}-{f(r['ci_high'])}]"
 
 
-def transfer_table(data: dict[str, Any] | None = None, *, models: Sequence[str] = ("digits", "mini-sd"),
+TRANSFER_MODELS = ("digits", "digits-split", "mini-sd")
+
+
+def transfer_table(data: dict[str, Any] | None = None, *, models: Sequence[str] | None = None,
                    width: int = 60) -> str:
     """The transfer table as fixed-width text: per row and set, each model's ratio of median errors
-    ``a/b`` [bootstrap 95% interval], and the cited SD report (shortened to ``width`` characters;
-    the full text is in ``docs/transfer.md``)."""
+    ``a/b`` [bootstrap 95% interval] (a calibrated row also names the model's CFG), and the cited
+    SD report (shortened to ``width`` characters; the full text is in ``docs/transfer.md``).
+    ``models``: the columns (default: every model the JSON has, in :data:`TRANSFER_MODELS` order)."""
     data = load_transfer() if data is None else data
+    if models is None:
+        present = {m for row in data["rows"].values() for m in row}
+        models = [m for m in TRANSFER_MODELS if m in present]
     info = data.get("row_info", {})
     keys = sorted(data["rows"], key=lambda k: info.get(k, {}).get("order", 99))
     body = []
@@ -153,7 +160,11 @@ def transfer_table(data: dict[str, Any] | None = None, *, models: Sequence[str] 
             cells = [key if k == 0 else "", case]
             for m in models:
                 got = data["rows"][key].get(m)
-                cells.append(_ratio_text(None if got is None else got["cases"].get(case)))
+                if got is not None and got.get("not_reached"):
+                    cells.append("naive never fails this much")
+                    continue
+                text = _ratio_text(None if got is None else got["cases"].get(case))
+                cells.append(f"{text} @CFG {got['cfg']:g}" if got is not None and got.get("cfg") is not None else text)
             pub = meta.get("published", "") if k == 0 else ""
             cells.append(pub if len(pub) <= width else pub[:width - 3] + "...")
             body.append(cells)
@@ -164,7 +175,7 @@ def transfer_table(data: dict[str, Any] | None = None, *, models: Sequence[str] 
     return "\n".join([fmt.format(*head), *(fmt.format(*b) for b in body), "", *legend])
 
 
-__all__ = ["COLUMNS", "TRANSFER_JSON", "format_table", "image_rows", "load_transfer", "plot_rows", "to_display",
+__all__ = ["COLUMNS", "TRANSFER_JSON", "TRANSFER_MODELS", "format_table", "image_rows", "load_transfer", "plot_rows", "to_display",
            "transfer_entry", "transfer_table"]
 def distribution_plot(ax, groups: dict[str, Sequence[float]], *, ylabel: str = "", log: bool = True,
                       seed: int = 0, colors: Sequence[str] | None = None):

@@ -24,14 +24,14 @@ def _script():
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("transfer")
-    assert _script().main(["--quick", "--out-dir", str(out), "--rows", "label"]) == 0
+    assert _script().main(["--quick", "--out-dir", str(out), "--rows", "label", "edit-label", "author-4x"]) == 0
     return out, json.loads((out / "transfer.json").read_text())
 
 
-def test_quick_run_writes_both_models_with_spread(quick_run: tuple[Path, dict]) -> None:
+def test_quick_run_writes_every_model_with_spread(quick_run: tuple[Path, dict]) -> None:
     out, data = quick_run
     assert data["written_by"] == "benchmarks/transfer.py" and data["per_digit"] == 1
-    for model in ("digits", "mini-sd"):
+    for model in ("digits", "digits-split", "mini-sd"):
         e = transfer_entry(data, "label", model)
         assert e["a"]["n"] == e["b"]["n"] == 10
         assert e["a"]["q25"] <= e["a"]["median"] <= e["a"]["q75"]
@@ -42,7 +42,37 @@ def test_quick_run_writes_both_models_with_spread(quick_run: tuple[Path, dict]) 
     md = (out / "transfer.md").read_text()
     assert md.startswith("# What transfers") and "| finding | set |" in md and "not measurements" in md
     table = transfer_table(load_transfer(out / "transfer.json"))
-    assert "label" in table and "digits: a/b" in table and "not measured" not in table
+    assert "label" in table and "digits: a/b" in table and "digits-split: a/b" in table
+    assert "not measured" not in table
+
+
+def test_editing_row_scores_success_and_preservation(quick_run: tuple[Path, dict]) -> None:
+    _, data = quick_run
+    for model in ("digits", "digits-split", "mini-sd"):
+        e = transfer_entry(data, "edit-label", model)
+        for side in ("a", "b"):
+            s = e[f"success_{side}"]
+            assert s["n"] == 10 and 0 <= s["ci_low"] <= s["value"] <= s["ci_high"] <= 1
+            assert e[side]["n"] == 10 and e[side]["median"] > 0          # style distances of real edits
+            assert 0 < e[f"recon_{side}_median"] < 1
+        assert e["a_per_image"] != e["b_per_image"]                        # two different inversions
+    assert data["rows"]["edit-label"]["digits"]["tau"] == 0.5
+
+
+def test_calibrated_rows_run_at_each_models_own_cfg(quick_run: tuple[Path, dict]) -> None:
+    out, data = quick_run
+    calibration = json.loads((ROOT / "docs" / "calibration.json").read_text())["models"]
+    mod = _script()
+    for model, key in mod.CALIBRATION_KEY.items():
+        crossing = calibration[key]["crossings"]["4x"]["cfg"]
+        got = data["rows"]["author-4x"][model]
+        if crossing is None:                     # mini-sd never fails 4x up to CFG 10: nothing is run
+            assert got["not_reached"] and got["cases"] == {}
+        else:
+            assert got["cfg"] == round(crossing, 2) and got["cases"]["real"]["a"]["n"] == 10
+    assert data["rows"]["author-4x"]["digits"]["cfg"] != data["rows"]["author-4x"]["digits-split"]["cfg"]
+    md = (out / "transfer.md").read_text()
+    assert "CFG at naive 4x" in md and "naive never fails this much here" in md
 
 
 def test_resume_keeps_rows_and_foreign_files_are_refused(quick_run: tuple[Path, dict], tmp_path: Path) -> None:
@@ -51,7 +81,7 @@ def test_resume_keeps_rows_and_foreign_files_are_refused(quick_run: tuple[Path, 
     mod = _script()
     assert mod.main(["--quick", "--out-dir", str(out), "--rows", "label", "--resume"]) == 0   # nothing left to run
     after = json.loads((out / "transfer.json").read_text())
-    assert after["rows"] == json.loads(before)["rows"] and len(after["runs"]) == 2
+    assert after["rows"] == json.loads(before)["rows"] and len(after["runs"]) == 1   # no work: no run line
     foreign = tmp_path / "transfer.md"
     foreign.write_text("# my notes\n")
     with pytest.raises(SystemExit, match="not written by cfginv-lite"):

@@ -5,7 +5,7 @@ from typing import Any
 
 from .protocol import DiffusionModel
 
-MODEL_NAMES: tuple[str, ...] = ("digits", "mini-sd", "stable-diffusion")
+MODEL_NAMES: tuple[str, ...] = ("digits", "digits-split", "mini-sd", "stable-diffusion")
 
 
 def load_model(name: str = "digits", **kwargs: Any) -> DiffusionModel:
@@ -26,6 +26,15 @@ def load_model(name: str = "digits", **kwargs: Any) -> DiffusionModel:
         if unknown:  # a clear message instead of "got an unexpected keyword argument"
             raise ValueError(f"load_model('digits') takes device= and weights_dir=, got {unknown}")
         return load_digits_model(**kwargs)
+    if name == "digits-split":
+        from .digits import SPLIT_WEIGHTS_DIR, load_digits_model
+
+        unknown = sorted(set(kwargs) - {"device"})
+        if unknown:
+            raise ValueError(f"load_model('digits-split') takes device=, got {unknown}")
+        model = load_digits_model(weights_dir=SPLIT_WEIGHTS_DIR, **kwargs)
+        model.name = "digits-split"   # evidence.digit_sets draws its real images from the held-out side
+        return model
     if name == "mini-sd":
         from .mini_sd import load_mini_sd_model
 

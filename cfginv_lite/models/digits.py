@@ -22,6 +22,8 @@ from ..devices import resolve_device
 from ..schedule import SD1_SCHEDULER_CONFIG, alphas_cumprod_from_config
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+#: ``load_model("digits-split")``: trained with ``--holdout-per-digit 50`` (1,297 of the 1,797 digits)
+SPLIT_WEIGHTS_DIR = WEIGHTS_DIR / "digits_split"
 #: The files a weights folder holds (written by :meth:`DigitsModel.save`).
 WEIGHT_FILES: tuple[str, ...] = ("digits.safetensors", "digits.json")
 
