@@ -30,7 +30,7 @@ from .devices import resolve_device
 from .outputs import (
     MARKDOWN_MARKER, SOFTWARE, OutputPathError, check_output_file, is_tool_image, is_tool_markdown, write_output,
 )
-from .presentation import COLUMNS, format_table, plot_rows  # noqa: F401  (format_table: old import path)
+from .presentation import format_table, plot_rows
 from .schedule import SD1_SCHEDULER_CONFIG, SPACINGS, timestep_grid
 
 SAMPLERS = ("ddim", "lms", "own")  # own: the method's own sampler (EDICT, BDIA; DDIM otherwise)

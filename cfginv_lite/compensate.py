@@ -52,7 +52,6 @@ import torch
 from tqdm.auto import tqdm
 
 from .ddim import FiniteGuard, Guidance, StepCallback, Stop, check_grid, check_latents, guided_noise, move
-from .metrics import is_collapsed  # noqa: F401  (kept importable from here for the notebooks)
 from .validation import check_bool, check_choice, check_fraction, check_int, check_optional_real, check_positive
 
 #: Elements of the latent the seed's absolute thresholds were tuned on (4x64x64, SD at 512 px).

@@ -31,7 +31,7 @@ import torch
 
 from .data import digit_prompt, real_digit_set, split_digit_set
 from .ddim import Stop, StepCallback, check_guidance_scale, make_guidance
-from .experiment import generate
+from .generation import generate
 from .methods import run_method
 from .metrics import image_rmse, psnr, rmse
 from .sampling import regenerate

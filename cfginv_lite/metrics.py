@@ -1,4 +1,6 @@
-"""Measurements: reconstruction errors, collapse detection, per-step error curves, pooling.
+"""Measurements: reconstruction errors, collapse detection, per-step error curves.
+
+Pooling (what a trace keeps, how a reference is matched to it) is in :mod:`cfginv_lite.pooling`.
 
 Images are in ``[-1, 1]``; image errors are reported in ``[0, 1]`` pixel units. Latent
 errors (the per-step curves of :func:`error_curve`) are in latent units.
@@ -8,16 +10,14 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from .pooling import pool_to
+from .trace import Trace  # for annotations; a Trace is recognised by its attributes (_is_trace)
 from .validation import check_real
-
-if TYPE_CHECKING:  # metrics is imported by trace; a Trace is recognised by its attributes
-    from .trace import Trace
 
 #: A reference trajectory: a Trace (aligned by noise level), an array shaped like the trace's
 #: tensors ``(S, B, C, h, w)`` (aligned by step), or ``{level: (B, C, h, w)}``.
@@ -58,39 +58,6 @@ def is_collapsed(images: torch.Tensor, reference_std: float | torch.Tensor, rati
         raise ValueError("reference_std must be positive and finite")
     std = images.detach().float().flatten(1).std(dim=1, unbiased=False)
     return std < ratio * ref
-
-
-# --------------------------------------------------------------------------- pooling
-def shrink_latents(x: torch.Tensor, max_size: int) -> torch.Tensor:
-    """Average-pool ``(B, C, H, W)`` by the integer factor ``ceil(max(H, W) / max_size)`` (on its device)."""
-    if x.ndim == 4 and max(x.shape[-2:]) > max_size:
-        factor = int(np.ceil(max(x.shape[-2:]) / max_size))
-        x = F.avg_pool2d(x.float(), factor)
-    return x.clone()
-
-
-def shrink_array(x: np.ndarray | None, max_px: int) -> np.ndarray | None:
-    """Average-pool ``x[..., H, W]`` to at most ``max_px`` a side (remainder cropped), numpy."""
-    if x is None:
-        return None
-    H, W = x.shape[-2:]
-    f = int(np.ceil(max(H, W) / max_px))
-    if f <= 1:
-        return x
-    x = x[..., : H - H % f, : W - W % f]
-    return x.reshape(*x.shape[:-2], x.shape[-2] // f, f, x.shape[-1] // f, f).mean(axis=(-3, -1))
-
-
-def pool_to(x: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """Average-pool ``x[..., H, W]`` to ``hw`` when the factor is an integer (as TraceRecorder does)."""
-    H, W = x.shape[-2:]
-    h, w = hw
-    if (H, W) == (h, w):
-        return x
-    if H % h or W % w or H // h != W // w:
-        raise ValueError(f"reference spatial size {(H, W)} cannot be pooled to the trace's {(h, w)}")
-    f = H // h
-    return x.reshape(*x.shape[:-2], h, f, w, f).mean(axis=(-3, -1))
 
 
 # --------------------------------------------------------------------------- per-step curves
@@ -179,5 +146,5 @@ def solver_residual(trace: "Trace") -> np.ndarray | None:
     return np.array(out)
 
 
-__all__ = ["Reference", "align_reference", "error_curve", "image_rmse", "is_collapsed", "pool_to", "psnr", "rmse",
-           "shrink_array", "shrink_latents", "solver_residual", "step_rmse"]
+__all__ = ["Reference", "align_reference", "error_curve", "image_rmse", "is_collapsed", "psnr", "rmse",
+           "solver_residual", "step_rmse"]

@@ -30,7 +30,7 @@ from .ddim import (
     check_grid,
     check_latents,
     guided_noise,
-    sample_ddim,  # noqa: F401  (both samplers importable from here)
+    sample_ddim,
 )
 from .validation import check_choice, check_int
 
@@ -137,4 +137,4 @@ def regenerate(
     return sample_lms(model, latents, len(grid) - 1, guidance, callback=callback, progress=progress, **options)
 
 
-__all__ = ["Sampler", "lms_scheduler", "regenerate", "sample_ddim", "sample_lms"]
+__all__ = ["Sampler", "lms_scheduler", "regenerate", "sample_lms"]

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .ddim import LATENT_KEYS
-from .metrics import shrink_latents
+from .pooling import shrink_latents
 
 
 @dataclass

@@ -36,7 +36,8 @@ from matplotlib.gridspec import GridSpec
 
 # Measurements live in metrics; align_reference, error_curve and solver_residual stay importable
 # from here because the notebooks call them as widgets.<name>.
-from .metrics import Reference, align_reference, error_curve, shrink_array, solver_residual, step_rmse
+from .metrics import Reference, align_reference, error_curve, solver_residual, step_rmse
+from .pooling import shrink_array
 from .trace import Trace
 from .validation import check_bool, check_choice, check_int, check_positive
 ChannelMode = Literal["auto", "mean", "rgb"]

@@ -10,58 +10,85 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "cfginv_lite"
 
 
-def _module(path: Path) -> str:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+def _module(path: Path, package: Path = PACKAGE) -> str:
+    parts = path.relative_to(package.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imports(path: Path) -> set[str]:
-    """Package modules ``path`` imports when it is imported (module level; relative imports resolved).
+def _imports(path: Path, mod: str, modules: set[str]) -> set[str]:
+    """Package modules ``path`` imports, from anywhere in its AST (relative imports resolved).
 
-    Imports inside functions (lazy, at call time) and under ``if TYPE_CHECKING:`` do not count.
+    Every ``Import``/``ImportFrom`` node counts: at module level, inside functions (lazy, at
+    call time) and under ``if TYPE_CHECKING:`` alike, since a cycle hidden in a function body is
+    still a cycle. ``from pkg import name`` depends on the submodule ``pkg.name`` when there is
+    one, otherwise on ``pkg`` itself (a name its ``__init__`` defines). Importing ``a.b.c`` also
+    runs the package ``a.b``; the packages a module lives in (always imported before it) are
+    counted only when it imports a name from them explicitly.
     """
-    mod = _module(path)
     package = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
+    ancestors = {".".join(mod.split(".")[:i]) for i in range(1, len(mod.split(".")))}
     found: set[str] = set()
-    tree = ast.parse(path.read_text())
-    skipped = {id(n) for node in ast.walk(tree)
-               if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or (
-                   isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING")
-               for n in ast.walk(node)}
-    for node in ast.walk(tree):
-        if id(node) in skipped:
-            continue
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([node.module] if node.module else []))
-            if base.startswith("cfginv_lite"):
-                found.add(base)
-                found.update(f"{base}.{a.name}" for a in node.names)
+            targets = {f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names}
         elif isinstance(node, ast.Import):
-            found.update(a.name for a in node.names if a.name.startswith("cfginv_lite"))
+            targets = {a.name for a in node.names}
+        else:
+            continue
+        for target in targets:
+            if not target.startswith("cfginv_lite"):
+                continue
+            found.add(target)
+            parts = target.split(".")
+            found.update(p for p in (".".join(parts[:i]) for i in range(1, len(parts))) if p not in ancestors)
+    return {d for d in found if d in modules and d != mod}
+
+
+def _import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    paths = {_module(p, package): p for p in package.rglob("*.py")}
+    return {m: _imports(p, m, set(paths)) for m, p in paths.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Import cycles of ``graph``, each as ``[a, b, ..., a]`` (one per edge that closes a cycle in a depth-first walk)."""
+    state: dict[str, int] = {}
+    found: list[list[str]] = []
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for d in sorted(graph[m]):
+            if state.get(d) == 1:
+                found.append(path[path.index(d):] + [d])
+            elif d not in state:
+                visit(d, path + [d])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
     return found
 
 
 def test_no_import_cycle():
-    modules = {_module(p): p for p in PACKAGE.rglob("*.py")}
-    graph = {m: {d for d in _imports(p) if d in modules and d != m and not m.startswith(d + ".")}
-             for m, p in modules.items()}
-    state: dict[str, int] = {}
+    cycles = _cycles(_import_graph())
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
 
-    def visit(m: str, path: list[str]) -> None:
-        state[m] = 1
-        for d in graph[m]:
-            if state.get(d) == 1:
-                raise AssertionError(f"import cycle: {' -> '.join(path + [m, d])}")
-            if d not in state:
-                visit(d, path + [m])
-        state[m] = 2
 
-    for m in graph:
-        if m not in state:
-            visit(m, [])
+def test_cycle_check_sees_every_import(tmp_path):
+    """Imports inside functions and under TYPE_CHECKING count; relative imports are resolved."""
+    pkg = tmp_path / "cfginv_lite"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("def f():\n    from .sub import b\n")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "b.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..a import f\n")
+    assert _cycles(_import_graph(pkg)) == [["cfginv_lite.a", "cfginv_lite.sub.b", "cfginv_lite.a"]]
+    (pkg / "sub" / "b.py").write_text("X = 1\n")
+    assert _cycles(_import_graph(pkg)) == []
 
 
 def test_registry_is_complete_on_import():

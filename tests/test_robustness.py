@@ -330,7 +330,7 @@ def test_empty_batch_is_rejected_up_front(digits_model, analytic_model):
 
 
 def test_empty_batch_is_rejected_by_stable_diffusion():
-    from cfginv_lite.models.stable_diffusion import build_tiny_stable_diffusion
+    from cfginv_lite.models.tiny import build_tiny_stable_diffusion
 
     model = build_tiny_stable_diffusion(image_size=64)
     with pytest.raises(ValueError, match="empty"):

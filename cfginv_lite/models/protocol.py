@@ -1,7 +1,7 @@
 """The model protocol every solver in :mod:`cfginv_lite` is written against.
 
-The embedded digits model and Stable Diffusion both implement it, so a notebook switches
-between them with one setting and no solver changes.
+The embedded digits and mini-sd models and Stable Diffusion all implement it, so a notebook
+switches between them with one setting and no solver changes.
 """
 from __future__ import annotations
 
@@ -17,9 +17,11 @@ class DiffusionModel(Protocol):
     Attributes
     ----------
     name:
-        Short human name ("digits", "stable-diffusion").
+        Short human name ("digits", "mini-sd", "stable-diffusion").
     latent_shape:
-        ``(C, H, W)`` of one latent (the digits model: ``(1, 16, 16)``).
+        ``(C, H, W)`` of one latent: ``(1, 8, 8)`` for the shipped digits model (its 8x8 images are
+        their own latents), ``(4, 8, 8)`` for mini-sd (32x32 images), ``(4, H/8, W/8)`` for
+        Stable Diffusion (``(4, 64, 64)`` at 512 px).
     scheduler_config:
         A diffusers scheduler config (dict) from which the schedule is built.
     alphas_cumprod:

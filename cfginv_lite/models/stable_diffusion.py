@@ -453,15 +453,6 @@ def _not_available_message(source: str, is_local: bool, component: str, err: Bas
             f"Known ids: {', '.join(KNOWN_MODEL_IDS)}.")
 
 
-def __getattr__(name: str) -> Any:
-    """``build_tiny_stable_diffusion`` moved to :mod:`cfginv_lite.models.tiny` (old import path kept)."""
-    if name in ("build_tiny_stable_diffusion", "build_tiny_tokenizer", "tiny_unet_config", "tiny_vae_config"):
-        from . import tiny
-
-        return getattr(tiny, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = [
     "DEFAULT_MODEL_ID", "KNOWN_MODEL_IDS", "ModelNotAvailableError", "StableDiffusionModel",
     "load_stable_diffusion", "oom_hint", "resolve_device", "resolve_dtype",
