@@ -178,18 +178,32 @@ def transfer_table(data: dict[str, Any] | None = None, *, models: Sequence[str] 
 __all__ = ["COLUMNS", "TRANSFER_JSON", "TRANSFER_MODELS", "format_table", "image_rows", "load_transfer", "plot_rows", "to_display",
            "transfer_entry", "transfer_table"]
 def distribution_plot(ax, groups: dict[str, Sequence[float]], *, ylabel: str = "", log: bool = True,
-                      seed: int = 0, colors: Sequence[str] | None = None):
+                      seed: int = 0, colors: Sequence[str] | None = None, horizontal: bool = False):
     """Per-image values of several groups side by side: a box (median, IQR, 1.5 IQR whiskers)
-    over the jittered points themselves, so the tail a mean would hide stays visible."""
+    over the jittered points themselves, so the tail a mean would hide stays visible.
+
+    ``horizontal=True`` draws one box per row, the first group at the top, values along the x
+    axis (``ylabel`` then labels that axis): long group names stay readable without rotation."""
     rng = np.random.default_rng(seed)
     names = list(groups)
     data = [np.asarray(groups[n], dtype=float) for n in names]
-    ax.boxplot(data, positions=np.arange(len(names)), widths=0.55, showfliers=False,
-               medianprops=dict(color="black", lw=1.5))
+    pos = np.arange(len(names))
+    ax.boxplot(data, positions=pos, widths=0.55, showfliers=False, medianprops=dict(color="black", lw=1.5),
+               **({"orientation": "horizontal"} if horizontal else {}))
     for k, values in enumerate(data):
         color = colors[k % len(colors)] if colors else f"C{k % 10}"
-        ax.scatter(k + rng.uniform(-0.22, 0.22, len(values)), values, s=6, alpha=0.45, color=color, lw=0)
-    ax.set_xticks(np.arange(len(names)), names)
+        jitter = k + rng.uniform(-0.22, 0.22, len(values))
+        xy = (values, jitter) if horizontal else (jitter, values)
+        ax.scatter(*xy, s=6, alpha=0.45, color=color, lw=0)
+    if horizontal:
+        ax.set_yticks(pos, names)
+        ax.set_ylim(len(names) - 0.5, -0.5)  # first group on top, as in a table
+        if log:
+            ax.set_xscale("log")
+        ax.set_xlabel(ylabel)
+        ax.grid(alpha=0.3, axis="x")
+        return ax
+    ax.set_xticks(pos, names)
     if log:
         ax.set_yscale("log")
     ax.set_ylabel(ylabel)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import html
 import io
+import textwrap
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -88,6 +89,15 @@ def _method_names(traces: Sequence[Trace]) -> list[str]:
             name, k = f"{base} ({k})", k + 1
         names.append(name)
     return names
+
+
+def _row_label(name: str, what: str, row_inches: float) -> str:
+    """A montage row label (rotated, beside one row of cells): the method name wrapped at hyphens or
+    spaces when it would be longer than the row is high (else it runs into the next row's label),
+    then what the row shows. Names that fit are left as they are."""
+    width = max(4, int(row_inches * 72 / (0.6 * _FONT)))  # characters of about 0.6 em that fit the row
+    lines = textwrap.wrap(name, width, break_on_hyphens=True, break_long_words=False) or [name]
+    return "\n".join([*lines, what])
 
 
 def _curves(traces: Sequence[Trace], refs: Sequence[np.ndarray | None], key: str
@@ -249,7 +259,8 @@ def step_montage(
                 if m == 0:
                     ax.set_title(f"step {s}\nt {tr.t_from[s]:.0f}→{tr.t_to[s]:.0f}", fontsize=_FONT)
             if j == 0:
-                ax.set_ylabel(f"{name}\n{'decoded' if decode else key}", fontsize=_FONT, color=f"C{m}")
+                ax.set_ylabel(_row_label(name, "decoded" if decode else key, cell_inches), fontsize=_FONT,
+                              color=f"C{m}")
             if has_ref:
                 ax = fig.add_subplot(gs[r0 + 1, j])
                 ax.set_xticks([]), ax.set_yticks([])
@@ -258,7 +269,7 @@ def step_montage(
                     err_im = ax.imshow(err.mean(axis=0) if err.shape[0] != 1 else err[0], cmap="RdBu_r",
                                        vmin=-vmax_err, vmax=vmax_err, interpolation="nearest")
                 if j == 0:
-                    ax.set_ylabel(f"{name}\nerror", fontsize=_FONT, color=f"C{m}")
+                    ax.set_ylabel(_row_label(name, "error", cell_inches), fontsize=_FONT, color=f"C{m}")
     if has_curve:  # one axes, one curve per method: naive and compensated compare directly
         ax = fig.add_subplot(gs[:n_rows, -1])
         for m, (tr, name, c) in enumerate(zip(trs, names, curves)):

@@ -101,6 +101,26 @@ def test_montage_has_one_image_per_method_step_and_panel_plus_labelled_curve() -
     assert min(sizes) >= 9
 
 
+def test_montage_row_labels_do_not_overlap_and_short_names_stay_whole() -> None:
+    """A long method name (notebook 07's ``original-showcase``) is wrapped so that its rotated row
+    label does not run into the next row's; names that fit (notebook 04's) are left unchanged."""
+    names = ["naive", "original-showcase", "fixed-point", "null-text (lr 0.05)"]
+    fig = step_montage([_trace(n, seed=k) for k, n in enumerate(names)], _trace("ref", seed=9), steps=[0, 2, 5])
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)  # the montage comes back closed: give it a canvas to lay out text
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    labelled = [ax for ax in fig.axes if ax.get_ylabel() and not ax.get_lines()]
+    assert len(labelled) == 2 * len(names)
+    boxes = sorted((ax.yaxis.label.get_window_extent(renderer) for ax in labelled), key=lambda b: -b.y1)
+    for upper, lower in zip(boxes, boxes[1:]):
+        assert lower.y1 <= upper.y0, f"row labels overlap: {upper} over {lower}"
+    texts = [ax.get_ylabel() for ax in labelled]
+    assert "naive\nlatent" in texts and "fixed-point\nerror" in texts
+    assert "original-\nshowcase\nlatent" in texts
+
+
 def test_montage_without_reference_falls_back_to_solver_residual_or_no_curve() -> None:
     plain = step_montage([_trace("a"), _trace("b")], max_columns=4)
     assert len(plain.axes) == 2 * 4 and not any(ax.get_lines() for ax in plain.axes)
