@@ -20,6 +20,11 @@ Real images: mini-sd's are the **held-out** MNIST images it never saw; the digit
 and on 100 of its training digits (:func:`cfginv_lite.data.split_digit_set`). Models already in
 the JSON from an earlier run of this script are kept, so the split can be added later.
 
+``--steps N`` calibrates at N DDIM steps instead of 20 (the failure at a given CFG depends on
+the step count: the author's settings use 50) and writes ``calibration_{N}steps.{json,md}``.
+``--models digits-split`` calibrates the shipped split model (``load_model("digits-split")``)
+on its held-out digits, under the same name as ``--digits-split``'s held-out entry.
+
 Results go to ``docs/calibration.{json,md}`` after each model, atomically; files this script
 did not write are never replaced (``--force`` overrides).
 
@@ -27,6 +32,7 @@ Usage (from the repository root)::
 
     OMP_NUM_THREADS=1 python benchmarks/calibrate_cfg.py
     OMP_NUM_THREADS=1 python benchmarks/calibrate_cfg.py --models --digits-split DIR   # add the split model
+    OMP_NUM_THREADS=1 python benchmarks/calibrate_cfg.py --steps 50 --models digits digits-split mini-sd
     python benchmarks/calibrate_cfg.py --quick --out-dir /tmp/cal     # smoke test
 """
 from __future__ import annotations
@@ -54,7 +60,8 @@ WRITTEN_BY = "benchmarks/calibrate_cfg.py"
 HEADER = "# Guidance calibrated by failure (naive inversion of real digits)"
 CFGS = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 7.5, 10.0)
 FACTORS = (2.0, 4.0, 8.0)
-MODELS = ("digits", "mini-sd")
+MODELS = ("digits", "mini-sd", "digits-split")
+SPLIT_HELD_OUT = "digits, split model: held-out"
 REAL_SET = {"digits": "the digits model's training images (data.real_digit_set; it has no held-out images)",
             "mini-sd": "held-out MNIST images never seen in training (mnist.heldout_digit_set)",
             "digits, split model: held-out": "digits the split model never saw (data.split_digit_set('heldout'); "
@@ -124,7 +131,7 @@ def _fmt(c: dict[str, Any]) -> str:
 def markdown(state: dict[str, Any]) -> str:
     lines = [HEADER, "",
              "Written by `benchmarks/calibrate_cfg.py` (command and environment at the end). Naive DDIM inversion "
-             "(source label) + DDIM regeneration, 20 steps, 100 real digits (10 per class) per model; image RMSE "
+             f"(source label) + DDIM regeneration, {state['steps']} steps, 100 real digits (10 per class) per model; image RMSE "
              "in [0, 1] pixels. *ratio*: median RMSE at that CFG / median at CFG 1, with a bootstrap 95% interval "
              "(images resampled, paired across scales). *CFG at 2x/4x/8x*: where the ratio first reaches the factor "
              "(linear interpolation), [bootstrap 95% interval].", ""]
@@ -145,17 +152,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", nargs="*", default=list(MODELS), choices=MODELS)
     p.add_argument("--digits-split", metavar="DIR", help="also calibrate a digits model trained with "
                    "--holdout-per-digit 50 (weights in DIR), on its held-out and on its training digits")
+    p.add_argument("--steps", type=int, default=20, help="DDIM steps (default 20: docs/calibration.*; "
+                   "otherwise docs/calibration_{N}steps.*)")
     p.add_argument("--force", action="store_true", help="replace output files this script did not write")
     p.add_argument("--quick", action="store_true", help="smoke test: 1 image per digit, 4 steps, CFG 1 3 7.5")
     args = p.parse_args(argv)
     out = Path(args.out_dir)
     if not out.is_dir():
         raise SystemExit(f"error: output folder {out} does not exist")
-    js, md = out / "calibration.json", out / "calibration.md"
+    if not 1 <= args.steps <= 999:
+        raise SystemExit("error: --steps must be in 1..999")
+    stem = "calibration" if args.steps == 20 else f"calibration_{args.steps}steps"
+    js, md = out / f"{stem}.json", out / f"{stem}.md"
     for path, ours in ((js, _ours_json), (md, _ours_md)):
         if path.is_dir() or (path.exists() and not args.force and not ours(path)):
             raise SystemExit(f"error: {path} exists and was not written by this script; pass --force to replace it")
-    per_digit, steps, cfgs = (1, 4, (1.0, 3.0, 7.5)) if args.quick else (10, 20, CFGS)
+    per_digit, steps, cfgs = (1, 4, (1.0, 3.0, 7.5)) if args.quick else (10, args.steps, CFGS)
     command = shlex.join(["python", *(sys.argv if argv is None else [WRITTEN_BY, *argv])])
     if os.environ.get("OMP_NUM_THREADS"):
         command = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} {command}"
@@ -169,17 +181,20 @@ def main(argv: list[str] | None = None) -> int:
     env = (f"torch {torch.__version__}, Python {platform.python_version()}, {platform.machine()} CPU, "
            f"nproc {os.cpu_count()}, torch threads {torch.get_num_threads()}")
     previous = json.loads(js.read_text()) if js.exists() and _ours_json(js) and not args.quick else {}
+    if previous and previous.get("steps", 20) != steps:
+        raise SystemExit(f"error: {js} holds a calibration at {previous.get('steps')} steps, not {steps}")
     state: dict[str, Any] = {
         "written_by": WRITTEN_BY, "quick": args.quick, "steps": steps, "models": previous.get("models", {}),
         "runs": previous.get("runs", [{"command": previous["command"], "env": previous["env"],
                                        "models": list(previous.get("models", {}))}] if "command" in previous else [])}
-    jobs = [(name, name, None) for name in args.models]
+    jobs = [(SPLIT_HELD_OUT, "digits-split", "held-out") if name == "digits-split" else (name, name, None)
+            for name in args.models]
     if split_model is not None:
         jobs += [(f"digits, split model: {side}", "digits-split", side) for side in ("held-out", "training")]
     state["runs"].append({"command": command, "env": env, "models": [j[0] for j in jobs]})
     for name, model_name, side in jobs:
         start = time.perf_counter()
-        model = split_model if model_name == "digits-split" else load_model(model_name)
+        model = (split_model or load_model("digits-split")) if model_name == "digits-split" else load_model(model_name)
         grid = timestep_grid(steps, config=model.scheduler_config)
         if side is None:
             real = digit_sets(model, cfgs[-1], grid, per_digit=per_digit, seed=0, cases=["real"])

@@ -150,12 +150,13 @@ ROWS: tuple[Row, ...] = (
         Run("original", cfg=4.5, steps=50, options=(("refine_iterations", 5),)), Run("naive", cfg=4.5, steps=50),
         "the author: real images invert reasonably well up to CFG ~4.5 with his method (seed text)", optional=True),
     *(Row(f"author-{k}", f"the author's settings at matching severity: original, 5 iterations, 50 steps, at the CFG "
-          f"where naive fails {k} (each model's own, docs/calibration.md), vs naive at the same",
+          f"where naive fails {k} at 50 steps (each model's own, docs/calibration_50steps.md), vs naive at the same",
           Run("original", steps=50, options=(("refine_iterations", 5),)), Run("naive", steps=50),
           "the author: without the refinement only CFG < 3 is usable on SD (his README); with it, real images up to "
           "~4.5 (seed text); the naive failure factor at those CFGs on SD is not published" if k == "2x" else "",
           optional=True, calibrated=k,
-          note="calibrated at 20 steps (docs/calibration.md), run at the author's 50 steps" if k == "2x" else "")
+          note="calibrated at the author's 50 steps (docs/calibration_50steps.md: a CFG fails less at 50 steps "
+               "than at 20)" if k == "2x" else "")
       for k in ("2x", "4x", "8x")),
     Row("edit-label", f"editing: edits made from naive-destination vs from naive inversion (prompt-to-prompt, "
         f"tau {EDIT_TAU:g}, each real image into another digit)", Run("naive-destination", steps=10),
@@ -270,10 +271,22 @@ def _spread_dict(x: np.ndarray) -> dict[str, float]:
     return {"median": s.median, "q25": s.q25, "q75": s.q75, "ci_low": s.ci_low, "ci_high": s.ci_high, "n": s.n}
 
 
-def calibrated_cfg(model: str, factor: str, path: Path = ROOT / "docs" / "calibration.json") -> float | None:
-    """The CFG at which naive inversion's median error on ``model``'s real images reaches ``factor``
-    (e.g. "2x") times its CFG-1 error, from ``benchmarks/calibrate_cfg.py``'s JSON; None if not reached."""
+def calibration_path(steps: int) -> Path:
+    """``benchmarks/calibrate_cfg.py``'s JSON for ``steps`` DDIM steps (its default 20, or ``--steps``)."""
+    return ROOT / "docs" / ("calibration.json" if steps == 20 else f"calibration_{steps}steps.json")
+
+
+def calibrated_cfg(model: str, factor: str, steps: int = 20, path: Path | None = None) -> float | None:
+    """The CFG at which naive inversion's median error on ``model``'s real images, at ``steps`` DDIM
+    steps, reaches ``factor`` (e.g. "2x") times its CFG-1 error, from ``benchmarks/calibrate_cfg.py``'s
+    JSON; None if not reached within its sweep (up to CFG 10)."""
+    path = calibration_path(steps) if path is None else path
+    if not path.is_file():
+        raise SystemExit(f"error: {path} not found; run `OMP_NUM_THREADS=1 python benchmarks/calibrate_cfg.py "
+                         f"--steps {steps} --models {' '.join(MODELS)}`")
     data = json.loads(path.read_text(encoding="utf-8"))
+    if data.get("steps", 20) != steps:
+        raise SystemExit(f"error: {path} is a calibration at {data.get('steps')} steps, not {steps}")
     try:
         crossing = data["models"][CALIBRATION_KEY[model]]["crossings"][factor]
     except KeyError:
@@ -308,7 +321,7 @@ def measure_row(runner: ModelRunner, row: Row) -> dict[str, Any]:
         return measure_edit_row(runner, row)
     cfg = None
     if row.calibrated:
-        cfg = calibrated_cfg(runner.name, row.calibrated)
+        cfg = calibrated_cfg(runner.name, row.calibrated, row.a.steps)
         if cfg is None:
             return {"cases": {}, "cfg": None, "not_reached": True, "seconds": 0.0}
         row = dataclasses.replace(row, a=dataclasses.replace(row.a, cfg=cfg), b=dataclasses.replace(row.b, cfg=cfg))
@@ -545,8 +558,9 @@ def markdown(state: dict[str, Any]) -> str:
              "style distances of the edit to its source (ink, slant and position in units of their IQR, "
              "`cfginv_lite.editing.style_distance`; lower = better preserved), *success* = fraction of edits the "
              "model's judge (an SVM fitted on that model's training images) reads as the target digit. "
-             "Calibrated rows (`author-2x` ...): each model at its own CFG where naive inversion's median error "
-             "reaches 2x/4x/8x its CFG-1 error (`docs/calibration.md`): the same failure severity, not the same knob.",
+             "Calibrated rows (`author-2x` ...): each model at its own CFG where naive inversion's median error, at "
+             "the row's step count, reaches 2x/4x/8x its CFG-1 error (`docs/calibration_50steps.md` for the "
+             "author's 50 steps): the same failure severity, not the same knob.",
              ""]
     lines += ["| finding | set | a vs b | " + " | ".join(MODELS) + " | SD papers / users report (cited) |",
               "|---|---|---|" + "---|" * len(MODELS) + "---|"]

@@ -250,3 +250,25 @@ def test_calibration_adds_the_split_model_and_keeps_earlier_models(tmp_path):
     assert {"digits, split model: held-out", "digits, split model: training"} <= set(saved["models"])
     assert [r["command"] for r in saved["runs"]][0] == "earlier"
     assert saved["models"]["digits, split model: held-out"]["n_images"] == 100
+
+
+def test_calibration_at_another_step_count_writes_its_own_file(tmp_path):
+    """calibrate_cfg.py --steps N: calibration_{N}steps.{json,md}, never mixed with a file of another step count."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("calibrate_cfg", Path(__file__).parents[1] / "benchmarks" / "calibrate_cfg.py")
+    cal = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cal)
+    cal.CFGS = (1.0, 7.5)                                   # a tiny sweep: the file logic is under test
+    assert cal.main(["--out-dir", str(tmp_path), "--steps", "3", "--models", "digits-split"]) == 0
+    saved = json.loads((tmp_path / "calibration_3steps.json").read_text())
+    assert saved["steps"] == 3 and list(saved["models"]) == ["digits, split model: held-out"]
+    assert saved["models"]["digits, split model: held-out"]["n_images"] == 100
+    assert "3 steps" in (tmp_path / "calibration_3steps.md").read_text() and not (tmp_path / "calibration.json").exists()
+    saved["steps"] = 20                                     # a file of another step count under this name
+    (tmp_path / "calibration_3steps.json").write_text(json.dumps(saved))
+    with pytest.raises(SystemExit, match="at 20 steps, not 3"):
+        cal.main(["--out-dir", str(tmp_path), "--steps", "3", "--models", "digits"])
+    with pytest.raises(SystemExit, match="--steps"):
+        cal.main(["--out-dir", str(tmp_path), "--steps", "0"])

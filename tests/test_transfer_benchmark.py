@@ -61,7 +61,7 @@ def test_editing_row_scores_success_and_preservation(quick_run: tuple[Path, dict
 
 def test_calibrated_rows_run_at_each_models_own_cfg(quick_run: tuple[Path, dict]) -> None:
     out, data = quick_run
-    calibration = json.loads((ROOT / "docs" / "calibration.json").read_text())["models"]
+    calibration = json.loads((ROOT / "docs" / "calibration_50steps.json").read_text())["models"]   # author rows: 50 steps
     mod = _script()
     for model, key in mod.CALIBRATION_KEY.items():
         crossing = calibration[key]["crossings"]["4x"]["cfg"]
