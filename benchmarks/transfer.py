@@ -700,7 +700,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"a/b {real['ratio']['value']:.3f} ({result['seconds']} s)", flush=True)
     if args.notebook_timing:
         with tempfile.TemporaryDirectory(prefix="transfer-nb-") as tmp:
-            runs = time_notebooks(["02_cfg_breaks_inversion.ipynb", "03_iterative_compensation.ipynb"], Path(tmp))
+            runs = time_notebooks(["02_cfg_breaks_inversion.ipynb", "03_the_authors_method.ipynb"], Path(tmp))
         state["notebook_timing"] = {"env": env, "runs": runs, "decision": decide(runs),
                                     "omp_threads": os.environ.get("OMP_NUM_THREADS", "unset")}
         outputs.save(state)

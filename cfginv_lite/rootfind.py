@@ -11,8 +11,8 @@ Which steps are hard was measured, not assumed (``docs/root_finder_target.md``; 
 digits, CFG 7.5, 20 steps): with 8 Anderson iterations every step from level 299 up
 converges to float32 round-off (median residual ~2e-7), while the first steps do not (step
 0 -> 49: median best residual 2e-2, a third of the images diverging). Spending iterations
-only on the noisy levels 700-950 - where notebook 02b's attribution on *generated* latents
-puts most of the error - leaves real digits at the naive error. The default therefore puts
+only on the noisy levels 700-950 - where notebook 03c's attribution (every other step solved)
+finds the most harmful single naive steps - leaves real digits at the naive error. The default therefore puts
 4 iterations on the levels up to 349 and 2 on the rest (148 NFE at 20 steps), and no warm
 start (measured: it does not help). Callback contract: that of :mod:`cfginv_lite.compensate`.
 """
@@ -27,7 +27,7 @@ from .compensate import _all_stopped, _anderson_mix, _check_fixed_point, _report
 from .ddim import FiniteGuard, Guidance, StepCallback, check_grid, check_latents, guided_noise, move
 from .validation import check_int, check_positive, check_real
 
-#: The noisy levels notebook 02b's attribution (generated latents) singles out, as (low, high) destination levels.
+#: The noisy levels notebook 03c's attribution (every other step solved) singles out, as (low, high) destination levels.
 NOISY_LEVELS = (700, 950)
 #: The levels where the per-step equation is hardest on real digits (the default of :func:`invert_focused`).
 HARD_LEVELS = (0, 349)

@@ -1,4 +1,4 @@
-"""The attribution experiment's building blocks (notebook 02b) on the digits model."""
+"""The attribution experiment's building blocks (notebook 03c) on the digits model."""
 from __future__ import annotations
 
 import pytest
