@@ -65,7 +65,7 @@ def exact_wrt(label: str) -> str:
     whether this row regenerated with it."""
     name, _, *sampler = VARIANTS[label]
     text = EXACT_WRT[name]
-    if name in ("edict", "bdia", "bdia-paper") and sampler != ["own"]:
+    if name in ("edict", "bdia", "bdia-half") and sampler != ["own"]:
         text += "; regenerated with DDIM: not exact"
     return text
 HEADER = "# Inversion methods compared (digits model)"

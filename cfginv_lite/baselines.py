@@ -14,12 +14,18 @@ branch, instead of correcting the inverted noise:
 Exact-by-construction inversions (EDICT, BDIA), which need their own samplers, are in
 :mod:`cfginv_lite.exact`.
 
-Label convention: the default ``label="source"`` is the seed's (both branches labelled with the
-level the step starts from). Mokady et al.'s code labels its pivot steps with the *destination*
-level (its ``next_step`` predicts the noise at the level it moves to, from ``t - 20`` to ``t``);
-``label="destination"`` reproduces that pivot. Their Adam schedule (``lr = 1e-2 * (1 - i / 100)``
-at 50 steps, 10 inner steps, early stop at ``1e-5 + 2e-5 i``) is the default of
-:func:`invert_null_text`.
+What this package's null-text inversion is ("null-text, reduced" where a table needs the
+distinction). Mokady et al.'s code (google/prompt-to-prompt, ``null_text_w_ptp.ipynb``) builds
+its pivot with DDIM inversion at guidance 1 (its ``ddim_loop``), and its ``next_step`` moves a
+latent from level ``t - 20`` to ``t`` with the noise the UNet predicts *at the current latent
+with the label t*, the level the step moves to: in this package's terms the **destination**
+label. It then optimises the null embedding per step with Adam, ``lr = 1e-2 * (1 - i / 100)``,
+up to 10 inner steps, stopping once the loss is ``< 1e-5 + 2e-5 i``. :func:`invert_null_text`
+keeps the w = 1 pivot and the Adam loop but, **by default**, differs in two ways: the pivot uses
+the seed's ``label="source"`` (the level the step starts from), and the schedule is rescaled to
+the number of steps (``lr * (1 - 0.5 i / steps)``, early stop at ``eps + 1e-3 i / steps``: equal
+to Mokady et al.'s numbers at 50 steps only). ``label="destination", schedule="reference"``
+follows their code (lr and stop threshold as numbers of ``i``, whatever the step count).
 """
 from __future__ import annotations
 
@@ -50,7 +56,8 @@ def invert_conditional(
     ``eps_w`` at ``w = 1`` is ``eps_c``, so the unconditional branch is not evaluated.
     Returns the trajectory ``[z_{ts[0]}, ..., z_{ts[-1]}]`` (the pivot of null-text
     inversion). The default ``"source"`` label is the seed's convention; Mokady et al.'s code
-    uses the ``"destination"`` label for its pivot.
+    uses the ``"destination"`` label for its pivot (its ``next_step`` evaluates the current
+    latent with the label of the level it moves to).
     """
     check_choice("label", label, ("source", "destination"))
     z = check_latents(model, latents)
@@ -113,20 +120,27 @@ def invert_null_text(
     lr: float = 1e-2,
     early_stop_eps: float = 1e-5,
     label: Literal["source", "destination"] = "source",
+    schedule: Literal["scaled", "reference"] = "scaled",
     callback: StepCallback | None = None,
     progress: bool = True,
 ) -> InversionResult:
-    """Null-text inversion (Mokady et al., CVPR 2023, Alg. 1), per image.
+    """Null-text inversion after Mokady et al. (CVPR 2023, Alg. 1), per image; by default the
+    reduced variant described in the module docstring (source-label pivot, step-scaled schedule).
 
-    1. Pivot: DDIM inversion at ``w = 1`` (:func:`invert_conditional`), ``z*_0 .. z*_T``.
-    2. ``z_bar = z*_T``; for each sampling step ``s -> r`` (noisiest first), starting from the
-       previous step's embedding (the null embedding at first), run up to ``inner_steps`` Adam
-       steps (a fresh optimiser, ``lr * (1 - 0.5 i / steps)``: Mokady et al.'s
-       ``1e-2 * (1 - i / 100)`` at 50 steps) on
+    1. Pivot: DDIM inversion at ``w = 1`` (:func:`invert_conditional`, with ``label``),
+       ``z*_0 .. z*_T``. Mokady et al.'s code: ``label="destination"``.
+    2. ``z_bar = z*_T``; for each sampling step ``s -> r`` (noisiest first, ``i = 0, 1, ...``),
+       starting from the previous step's embedding (the null embedding at first), run up to
+       ``inner_steps`` Adam steps (a fresh optimiser) on
        ``|move(z_bar, eps_w(z_bar; s, null_i), s -> r) - z*_r|^2`` (mean per element), the
        gradient flowing through the network into the embedding only; stop an image early once
-       its loss after a step is ``< early_stop_eps + 1e-3 * i / steps`` (their
-       ``1e-5 + i * 2e-5`` at 50 steps). Then ``z_bar`` takes the guided step with ``null_i``.
+       its loss after a step is below the threshold. Then ``z_bar`` takes the guided step with
+       ``null_i``. Learning rate and threshold at step ``i``:
+
+       * ``schedule="scaled"`` (default): ``lr * (1 - 0.5 i / steps)`` and
+         ``early_stop_eps + 1e-3 i / steps``, equal to Mokady et al.'s at 50 steps;
+       * ``schedule="reference"``: ``lr * (1 - i / 100)`` and ``early_stop_eps + 2e-5 i``,
+         their code's numbers at any step count.
     3. Regenerate with ``Guidance(..., uncond_per_step=(null_0, ...), uncond_grid=grid)`` and
        :func:`cfginv_lite.ddim.sample_ddim` on the same grid: that replays step 2's ``z_bar``
        (any other grid raises ``ValueError``).
@@ -146,6 +160,7 @@ def invert_null_text(
     inner_steps = check_int("inner_steps", inner_steps, 0)
     lr = check_positive("lr", lr)
     early_stop_eps = check_positive("early_stop_eps", early_stop_eps, allow_zero=True)
+    check_choice("schedule", schedule, ("scaled", "reference"))
     batch, steps, w = z.shape[0], len(grid) - 1, guidance.scale
     abar = model.alphas_cumprod
     cond = _expand(guidance.cond, batch, "conditional embeddings").detach()
@@ -164,8 +179,11 @@ def invert_null_text(
             eps_c = model.predict_noise(z_bar, _labels(s, batch, z.device), cond)
         forward += 1
         params = [null[b:b + 1].clone().requires_grad_(True) for b in range(batch)]
-        optimiser = torch.optim.Adam(params, lr=lr * (1.0 - 0.5 * i / steps))
-        threshold = early_stop_eps + 1e-3 * i / steps
+        if schedule == "reference":   # Mokady et al.'s code, as numbers of i
+            step_lr, threshold = lr * (1.0 - i / 100.0), early_stop_eps + 2e-5 * i
+        else:                         # rescaled to the step count (their numbers at 50 steps)
+            step_lr, threshold = lr * (1.0 - 0.5 * i / steps), early_stop_eps + 1e-3 * i / steps
+        optimiser = torch.optim.Adam(params, lr=step_lr)
         active = torch.ones(batch, dtype=torch.bool)
         losses: list[torch.Tensor] = []  # per inner step, (B,) with NaN where an image had stopped
         evals = torch.zeros(batch, dtype=torch.long)

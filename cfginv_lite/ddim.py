@@ -362,8 +362,10 @@ def invert_naive(
     The noise at the *destination* ``t1`` is unknown, so it is approximated by a noise
     estimate at a nearby label ``l``:
 
-    * ``label="source"``: ``l = t`` (the original notebook; Mokady et al.'s null-text code).
-    * ``label="destination"``: ``l = t1`` (diffusers' ``DDIMInverseScheduler`` since PR #5145).
+    * ``label="source"``: ``l = t`` (the original notebook, the seed).
+    * ``label="destination"``: ``l = t1`` (diffusers' ``DDIMInverseScheduler`` since PR #5145;
+      also Mokady et al.'s null-text code, whose ``next_step`` moves from ``t - 20`` to ``t``
+      with the noise predicted at the current latent with the label ``t``, the level it moves to).
 
     The approximation is good when ``eps_w`` barely changes between neighbouring levels,
     which guidance scales above 1 break. Returns the latent at ``timesteps[-1]``.

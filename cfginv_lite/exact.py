@@ -39,9 +39,10 @@ from .validation import check_real
 #: EDICT's mixing weight in the paper (sec. 4) and its public code.
 EDICT_MIX = 0.93
 #: An often-quoted BDIA gamma (public BDIA-DDIM ports use it for few-step text-to-image sampling,
-#: e.g. the BDIA_DDIMScheduler example of Jdh235/diffusers). Not confirmed as the paper's own
-#: setting: the authors' README gives no value. gamma = 1 is the fully bidirectional update.
-BDIA_GAMMA_PAPER = 0.5
+#: e.g. the BDIA_DDIMScheduler example of Jdh235/diffusers). It is *not* the paper's setting:
+#: Zhang et al. (ECCV 2024) study gamma in [0, 1] and we could not confirm one value as theirs.
+#: gamma = 1 (the fully bidirectional update) is exact and is this package's default.
+BDIA_GAMMA_HALF = 0.5
 
 
 def _check_mix(mix: Any) -> float:
@@ -275,4 +276,4 @@ def invert_bdia(
     return z, z_prev
 
 
-__all__ = ["BDIA_GAMMA_PAPER", "EDICT_MIX", "invert_bdia", "invert_edict", "sample_bdia", "sample_edict"]
+__all__ = ["BDIA_GAMMA_HALF", "EDICT_MIX", "invert_bdia", "invert_edict", "sample_bdia", "sample_edict"]

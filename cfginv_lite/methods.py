@@ -18,7 +18,7 @@ import torch
 from .baselines import invert_negative_prompt, invert_null_text
 from .compensate import invert_anderson, invert_fixed_point, invert_original
 from .ddim import Guidance, InversionResult, StepCallback, invert_naive
-from .exact import BDIA_GAMMA_PAPER, invert_bdia, invert_edict, sample_bdia, sample_edict
+from .exact import BDIA_GAMMA_HALF, invert_bdia, invert_edict, sample_bdia, sample_edict
 from .rootfind import invert_focused
 
 InversionMethod = Callable[..., InversionResult]
@@ -83,7 +83,7 @@ METHODS: dict[str, InversionMethod] = {
     "focused": partial(run_solver, invert_focused),
     "edict": partial(run_exact, invert_edict, sample_edict),
     "bdia": partial(run_exact, invert_bdia, sample_bdia, gamma=1.0),
-    "bdia-paper": partial(run_exact, invert_bdia, sample_bdia, gamma=BDIA_GAMMA_PAPER),
+    "bdia-half": partial(run_exact, invert_bdia, sample_bdia, gamma=BDIA_GAMMA_HALF),
     "negative-prompt": invert_negative_prompt,
     "null-text": invert_null_text,
 }
@@ -102,7 +102,7 @@ EXACT_WRT: dict[str, str] = {
     "focused": "DDIM, to the solver's residual (4 it. up to level 349, 2 above)",
     "edict": "EDICT sampler (p = 0.93), exact to round-off",
     "bdia": "BDIA sampler (gamma = 1), exact to round-off",
-    "bdia-paper": "BDIA sampler (the often-quoted gamma = 0.5), exact in exact arithmetic",
+    "bdia-half": "BDIA sampler (the often-quoted gamma = 0.5), exact in exact arithmetic",
     "negative-prompt": "DDIM at CFG 1 (conditional only), approximate",
     "null-text": "DDIM with its optimised null embeddings, to the optimiser's loss",
 }

@@ -175,8 +175,49 @@ def transfer_table(data: dict[str, Any] | None = None, *, models: Sequence[str] 
     return "\n".join([fmt.format(*head), *(fmt.format(*b) for b in body), "", *legend])
 
 
-__all__ = ["COLUMNS", "TRANSFER_JSON", "TRANSFER_MODELS", "format_table", "image_rows", "load_transfer", "plot_rows", "to_display",
-           "transfer_entry", "transfer_table"]
+# --------------------------------------------------------------------------- committed result files in docs/
+#: The repository's ``docs/`` folder, where the benchmark scripts write their JSON.
+DOCS_DIR = TRANSFER_JSON.parent
+
+
+def load_docs_json(name: str, docs_dir: str | os.PathLike | None = None) -> dict[str, Any] | None:
+    """The committed result file ``docs/<name>.json`` (e.g. ``"compare_methods"``, ``"editing"``),
+    or ``None`` where it is absent (a ``pip install`` without the repository, as on Colab): a
+    notebook that cites it then says so instead of failing. Raises ``ValueError`` for a file
+    that is not a JSON object."""
+    import json
+
+    p = Path(docs_dir if docs_dir is not None else DOCS_DIR) / f"{name}.json"
+    if not p.is_file():
+        return None
+    data = json.loads(p.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{p} is not a JSON object")
+    return data
+
+
+def benchmark_rows(data: dict[str, Any] | None, *, case: str = "real", cfg: float = 7.5,
+                   steps: int = 20) -> dict[str, dict[str, Any]]:
+    """Rows of ``docs/compare_methods.json`` (``benchmarks/compare_methods.py``) for one set and
+    setting, by their table label (``"anderson"``, ``"null-text (lr 0.05)"``, ...); ``{}`` for
+    ``data=None``. Each row has ``nfe``, ``nfe_bwd``, ``image_rmse_median``, its bootstrap
+    interval ``median_ci_low``/``median_ci_high`` and ``diverged``."""
+    if data is None:
+        return {}
+    return {r["label"]: r for r in data["rows"] if r["case"] == case and r["cfg"] == cfg and r["steps"] == steps}
+
+
+def editing_rows(data: dict[str, Any] | None) -> dict[tuple[str, float], dict[str, Any]]:
+    """Rows of ``docs/editing.json`` (``benchmarks/editing.py``) by ``(method, tau)``; ``{}`` for
+    ``data=None``. Each row has ``recon_rmse_median``, ``success``, ``style_median`` and
+    ``to_control`` (median style distance over the control's) with ``to_control_ci_low``/``_high``."""
+    if data is None:
+        return {}
+    return {(r["method"], float(r["tau"])): r for r in data["rows"]}
+
+
+__all__ = ["COLUMNS", "DOCS_DIR", "TRANSFER_JSON", "TRANSFER_MODELS", "benchmark_rows", "editing_rows", "format_table",
+           "image_rows", "load_docs_json", "load_transfer", "plot_rows", "to_display", "transfer_entry", "transfer_table"]
 def distribution_plot(ax, groups: dict[str, Sequence[float]], *, ylabel: str = "", log: bool = True,
                       seed: int = 0, colors: Sequence[str] | None = None, horizontal: bool = False):
     """Per-image values of several groups side by side: a box (median, IQR, 1.5 IQR whiskers)

@@ -76,6 +76,39 @@ def test_null_text_reports_the_network_calls_it_made(setup, early_stop_eps, inne
         assert STEPS < out.nfe_backward <= inner_steps * STEPS and out.nfe == 3 * STEPS + out.nfe_backward
 
 
+@pytest.mark.parametrize("label", ["source", "destination"])
+def test_null_text_pivot_is_the_w1_ddim_inversion(setup, label):
+    """The inverted noise is the end of DDIM inversion at guidance 1 with the same label (Mokady
+    et al.'s pivot with label="destination"), whatever the optimisation does afterwards."""
+    model, x, g, grid = setup
+    out = invert_null_text(model, x, grid, g, inner_steps=1, label=label, progress=False)
+    w1 = invert_naive(model, x, grid, make_guidance(model, [digit_prompt(d) for d in LABELS], 1.0),
+                      label=label, progress=False)
+    # eps_u + 1 * (eps_c - eps_u) vs eps_c: equal up to float32 rounding, 10 steps
+    assert torch.allclose(out.latents, w1, atol=1e-4), float((out.latents - w1).abs().max())
+    assert torch.equal(out.latents, invert_conditional(model, x, grid, g.cond, label=label, progress=False)[-1])
+
+
+@pytest.mark.parametrize("schedule, lrs", [("scaled", [1e-2 * (1 - 0.5 * i / STEPS) for i in range(STEPS)]),
+                                            ("reference", [1e-2 * (1 - i / 100) for i in range(STEPS)])])
+def test_null_text_schedule(setup, monkeypatch, schedule, lrs):
+    """schedule="reference": Mokady et al.'s lr 1e-2 * (1 - i / 100) at any step count;
+    "scaled" (default): rescaled to the step count."""
+    model, x, g, grid = setup
+    seen: list[float] = []
+
+    class Recording(torch.optim.Adam):
+        def __init__(self, params, lr):
+            seen.append(lr)
+            super().__init__(params, lr=lr)
+
+    monkeypatch.setattr(torch.optim, "Adam", Recording)
+    invert_null_text(model, x, grid, g, inner_steps=1, schedule=schedule, progress=False)
+    assert seen == pytest.approx(lrs)  # one fresh optimiser per sampling step
+    with pytest.raises(ValueError, match="schedule must be one of 'scaled', 'reference'"):
+        invert_null_text(model, x, grid, g, schedule="linear")
+
+
 def test_null_text_embeddings_refuse_another_grid(setup):
     model, x, _, grid = setup
     g = make_guidance(model, digit_prompt(3), 3.0)

@@ -8,7 +8,8 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from cfginv_lite.presentation import COLUMNS, format_table, image_rows, plot_rows, to_display  # noqa: E402
+from cfginv_lite.presentation import (COLUMNS, benchmark_rows, editing_rows, format_table, image_rows,  # noqa: E402
+                                      load_docs_json, plot_rows, to_display)
 
 ROWS = [
     {"set": "generated", "cfg": 7.5, "steps": 20, "method": "naive", "nfe": 40, "nfe_bwd": 0,
@@ -49,3 +50,20 @@ def test_image_rows_grid_and_display_range():
     assert len(axes) == 2 * 4
     assert axes[0].get_ylabel() == "a" and axes[4].get_ylabel() == "b" and axes[0].get_title() == "x"
     assert len(axes[0].images) == 1 and len(axes[7].images) == 0  # row "b" has 3 images: 4th cell empty
+
+
+def test_docs_json_helpers_read_the_committed_files_and_tolerate_their_absence(tmp_path):
+    bench = load_docs_json("compare_methods")
+    assert bench is not None  # committed in the repository
+    rows = benchmark_rows(bench, case="real", cfg=7.5, steps=20)
+    assert rows["naive"]["nfe"] == 40 and rows["naive"]["n"] == 100
+    assert all(r["case"] == "real" and r["steps"] == 20 for r in rows.values())
+    edits = editing_rows(load_docs_json("editing"))
+    assert ("naive", 0.0) in edits and 0.0 <= edits[("naive", 0.0)]["success"] <= 1.0
+    # outside the repository (a pip install): None, and the row helpers give {}
+    assert load_docs_json("compare_methods", docs_dir=tmp_path) is None
+    assert benchmark_rows(None) == {} and editing_rows(None) == {}
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    import pytest
+    with pytest.raises(ValueError, match="not a JSON object"):
+        load_docs_json("bad", docs_dir=tmp_path)
