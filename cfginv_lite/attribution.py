@@ -5,8 +5,9 @@ image error each step causes, which is not the error it adds locally (a step's e
 amplified or damped by the steps after it). Two controlled experiments answer it:
 
 * **only step i exact**: every step naive except step ``i``, whose implicit equation
-  ``move(x, eps_w(x; t1, t1), t1 -> t) = z_t`` is solved (iterated to convergence);
-  the gain over all-naive is what fixing step ``i`` alone buys.
+  ``move(x, eps_w(x; t1, t1), t1 -> t) = z_t`` is solved
+  (8 Anderson iterations; notebook 03c measures how closely); the gain over all-naive is
+  what fixing step ``i`` alone buys.
 * **all exact but step i**: every step solved except step ``i``, which is naive; the error
   left is what step ``i``'s approximation alone causes.
 

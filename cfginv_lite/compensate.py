@@ -22,7 +22,8 @@ Solvers, each one function with its own loop (k-diffusion style, like
   Hong et al.'s (CVPR 2024) ``z -= step * (forward(z) - target)`` is the same iteration in
   residual form.
 * :func:`invert_anderson` - Anderson acceleration of the same map, window ``m = 3`` (AIDI:
-  Pan et al., ICCV 2023).
+  Pan et al., ICCV 2023; window 3 is the setting of the public re-implementation
+  wmchen/diffusion-inversion, not one taken from the paper).
 
 Batches: every iteration is **one** guided call on the whole batch, whose shape never
 changes. Per-image bookkeeping (best iterate, learning rate, stop) is kept in ``(B,)``
@@ -425,8 +426,9 @@ def invert_anderson(
     """Anderson-accelerated fixed-point inversion (AIDI: Pan et al., ICCV 2023).
 
     Same map ``G``, stopping and options as :func:`invert_fixed_point`; each image's
-    iterates are flattened and mixed over a window of ``window`` differences (AIDI uses 3,
-    5 iterations per step in public re-implementations): ``gamma`` from ridge-regularised
+    iterates are flattened and mixed over a window of ``window`` differences (the public
+    re-implementation wmchen/diffusion-inversion uses window 3 and 5 iterations per step; the
+    paper's own settings are not used here): ``gamma`` from ridge-regularised
     least squares (normal equations in float64, ``ridge`` relative to the Gram diagonal),
     ``x <- x + beta f - (dX + beta dF) gamma`` with ``f = G(x) - x``, ``beta = damping``
     (:func:`_anderson_mix`). Safeguards: a singular or non-finite solve falls back to the
