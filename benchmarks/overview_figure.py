@@ -29,8 +29,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from cfginv_lite.evidence import spread
 from cfginv_lite.outputs import OutputPathError, check_output_file, write_output
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,13 +76,12 @@ def points(state: dict[str, Any]) -> list[dict[str, Any]]:
     for d in state.get("per_image", []):
         if (d["case"], d["cfg"], d["steps"]) != (CASE, CFG, STEPS):
             continue
-        errors = np.asarray(d["image_rmse"], dtype=float)
         row = rows.get(d["label"])
         if row is None:
             raise ValueError(f"{d['label']!r} has per-image errors but no row (cost) in the JSON")
-        q25, median, q75 = np.quantile(errors, [0.25, 0.5, 0.75])
+        s = spread(d["image_rmse"], n_boot=1)   # the course's median and quartiles (the interval is not drawn)
         out.append({"label": d["label"], "family": family_of(d["label"]), "cost": row["nfe"] + row["nfe_bwd"],
-                    "median": float(median), "q25": float(q25), "q75": float(q75), "n": int(errors.size)})
+                    "median": s.median, "q25": s.q25, "q75": s.q75, "n": s.n})
     if not out:
         raise ValueError(f"no per-image errors for case {CASE!r}, CFG {CFG:g}, {STEPS} steps")
     return out

@@ -216,8 +216,6 @@ def editing_rows(data: dict[str, Any] | None) -> dict[tuple[str, float], dict[st
     return {(r["method"], float(r["tau"])): r for r in data["rows"]}
 
 
-__all__ = ["COLUMNS", "DOCS_DIR", "TRANSFER_JSON", "TRANSFER_MODELS", "benchmark_rows", "editing_rows", "format_table",
-           "image_rows", "load_docs_json", "load_transfer", "plot_rows", "to_display", "transfer_entry", "transfer_table"]
 def distribution_plot(ax, groups: dict[str, Sequence[float]], *, ylabel: str = "", log: bool = True,
                       seed: int = 0, colors: Sequence[str] | None = None, horizontal: bool = False):
     """Per-image values of several groups side by side: a box (median, IQR, 1.5 IQR whiskers)
@@ -250,3 +248,8 @@ def distribution_plot(ax, groups: dict[str, Sequence[float]], *, ylabel: str = "
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3, axis="y")
     return ax
+
+
+__all__ = ["COLUMNS", "DOCS_DIR", "TRANSFER_JSON", "TRANSFER_MODELS", "benchmark_rows", "distribution_plot",
+           "editing_rows", "format_table", "image_rows", "load_docs_json", "load_transfer", "plot_rows", "to_display",
+           "transfer_entry", "transfer_table"]
