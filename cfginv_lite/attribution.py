@@ -26,15 +26,17 @@ from typing import Any, Sequence
 
 import torch
 
-from .compensate import invert_anderson
-from .ddim import Guidance, check_grid, invert_naive, sample_ddim
+from .fixed_point import invert_fixed_point
+from .ddim import invert_naive, sample_ddim
+from .guidance import Guidance
+from .validation import check_grid
 
 #: Solver settings for "exact": Anderson acceleration on the destination-label equation.
-EXACT_OPTIONS: dict[str, Any] = dict(iterations=8, window=3, skip=0.0)
+EXACT_OPTIONS: dict[str, Any] = dict(budget=8, window=3)
 
 
 def _solve(model: Any, z: torch.Tensor, grid: Sequence[int], guidance: Guidance) -> torch.Tensor:
-    return invert_anderson(model, z, list(grid), guidance, progress=False, **EXACT_OPTIONS)
+    return invert_fixed_point(model, z, list(grid), guidance, progress=False, **EXACT_OPTIONS)
 
 
 def _naive(model: Any, z: torch.Tensor, grid: Sequence[int], guidance: Guidance, label: str) -> torch.Tensor:
@@ -56,7 +58,7 @@ def trajectory(model: Any, latents: torch.Tensor, grid: Sequence[int], guidance:
     levels = [latents]
     keep = lambda info: levels.append(info["latent"])  # noqa: E731  (one line: keep the latents)
     if exact:
-        invert_anderson(model, latents, grid, guidance, progress=progress, callback=keep, **EXACT_OPTIONS)
+        invert_fixed_point(model, latents, grid, guidance, progress=progress, callback=keep, **EXACT_OPTIONS)
     else:
         invert_naive(model, latents, grid, guidance, label=label, progress=progress, callback=keep)
     return Trajectory(grid, levels)

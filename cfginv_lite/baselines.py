@@ -35,10 +35,10 @@ from typing import Any, Literal, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .ddim import FiniteGuard, Guidance, InversionResult, StepCallback, Stop, check_grid, check_latents, move
-from .ddim import _expand_batch as _expand
-from .ddim import _labels
-from .validation import check_choice, check_int, check_positive
+from .ddim import move
+from .guidance import Guidance, cfg_combine, expand_batch, timestep_labels
+from .records import InversionResult, StepCallback, Stop, step_info
+from .validation import FiniteGuard, check_choice, check_grid, check_int, check_latents, check_positive
 
 
 def invert_conditional(
@@ -62,7 +62,7 @@ def invert_conditional(
     check_choice("label", label, ("source", "destination"))
     z = check_latents(model, latents)
     grid = check_grid(timesteps, len(model.alphas_cumprod))
-    cond = _expand(cond, z.shape[0], "conditional embeddings")
+    cond = expand_batch(cond, z.shape[0], "conditional embeddings")
     abar = model.alphas_cumprod
     steps = len(grid) - 1
     guard = FiniteGuard(z.device)
@@ -71,12 +71,11 @@ def invert_conditional(
         t, t1 = grid[i], grid[i + 1]
         lab = t if label == "source" else t1
         with torch.no_grad():
-            eps = model.predict_noise(z, _labels(lab, z.shape[0], z.device), cond)
+            eps = model.predict_noise(z, timestep_labels(lab, z.shape[0], z.device), cond)
         z_next = move(z, eps, float(abar[t]), float(abar[t1]))
         guard.update(i, z_next)
         if callback is not None:
-            callback(dict(step=i, steps=steps, t_from=t, t_to=t1, label_uncond=None, label_cond=lab, latent=z_next,
-                          latent_prev=z, noise=eps, residual=None, nfe=i + 1, phase="pivot"))
+            callback(step_info(i, steps, t, t1, (None, lab), z_next, z, eps, i + 1, phase="pivot"))
         trajectory.append(z_next)
         z = z_next
     guard.raise_if_bad("invert_conditional", grid, +1)
@@ -104,7 +103,7 @@ def invert_negative_prompt(
     """
     z = check_latents(model, latents)
     batch = z.shape[0]
-    cond = _expand(guidance.cond, batch, "conditional embeddings")
+    cond = expand_batch(guidance.cond, batch, "conditional embeddings")
     trajectory = invert_conditional(model, z, timesteps, cond, label=label, callback=callback, progress=progress)
     regen = Guidance(cond=cond, uncond=cond, scale=guidance.scale)
     return InversionResult(trajectory[-1], regen, nfe=len(trajectory) - 1, nfe_backward=0)
@@ -163,8 +162,8 @@ def invert_null_text(
     check_choice("schedule", schedule, ("scaled", "reference"))
     batch, steps, w = z.shape[0], len(grid) - 1, guidance.scale
     abar = model.alphas_cumprod
-    cond = _expand(guidance.cond, batch, "conditional embeddings").detach()
-    null = _expand(guidance.uncond, batch, "unconditional embeddings").detach().clone()
+    cond = expand_batch(guidance.cond, batch, "conditional embeddings").detach()
+    null = expand_batch(guidance.uncond, batch, "unconditional embeddings").detach().clone()
     pivot = invert_conditional(model, z, grid, cond, label=label, callback=callback, progress=progress)
     forward = torch.full((batch,), steps, dtype=torch.long)
     backward = torch.zeros(batch, dtype=torch.long)
@@ -176,7 +175,7 @@ def invert_null_text(
         a_s, a_r = float(abar[s]), float(abar[r])
         target = pivot[steps - i - 1]
         with torch.no_grad():
-            eps_c = model.predict_noise(z_bar, _labels(s, batch, z.device), cond)
+            eps_c = model.predict_noise(z_bar, timestep_labels(s, batch, z.device), cond)
         forward += 1
         params = [null[b:b + 1].clone().requires_grad_(True) for b in range(batch)]
         if schedule == "reference":   # Mokady et al.'s code, as numbers of i
@@ -193,11 +192,11 @@ def invert_null_text(
                 break
             with torch.enable_grad():
                 emb = torch.cat([params[b] for b in idx.tolist()])
-                eps_u = model.predict_noise(z_bar[idx], _labels(s, idx.numel(), z.device), emb)
+                eps_u = model.predict_noise(z_bar[idx], timestep_labels(s, idx.numel(), z.device), emb)
                 if not eps_u.requires_grad:
                     raise ValueError(f"{getattr(model, 'name', 'model')}.predict_noise returns no gradient; "
                                      "null-text inversion needs gradients through the network")
-                z_prev = move(z_bar[idx], eps_u + w * (eps_c[idx] - eps_u), a_s, a_r)
+                z_prev = move(z_bar[idx], cfg_combine(eps_u, eps_c[idx], w), a_s, a_r)
                 loss = (z_prev - target[idx]).pow(2).flatten(1).mean(1)
                 optimiser.zero_grad(set_to_none=True)
                 loss.sum().backward()  # a sum: each embedding gets its own image's gradient
@@ -211,21 +210,20 @@ def invert_null_text(
         null = torch.cat([p.detach() for p in params])
         per_step.append(null)
         with torch.no_grad():
-            eps_u = model.predict_noise(z_bar, _labels(s, batch, z.device), null)
-            eps = eps_u + w * (eps_c - eps_u)
+            eps_u = model.predict_noise(z_bar, timestep_labels(s, batch, z.device), null)
+            eps = cfg_combine(eps_u, eps_c, w)
             z_next = move(z_bar, eps, a_s, a_r)
         forward += 1
         guard.update(i, z_next)
         if callback is not None:
             stopped = torch.where(active, Stop.MAX_ITER, Stop.THRESHOLD) if inner_steps else torch.full_like(
                 evals, Stop.SKIPPED)
-            callback(dict(step=i, steps=steps, t_from=s, t_to=r, label_uncond=s, label_cond=s, latent=z_next,
-                          latent_prev=z_bar, noise=eps, residual=(z_next - target).abs().flatten(1).mean(1).double(),
-                          residuals=torch.stack(losses) if losses else torch.empty(0, batch, dtype=torch.float64),
-                          iterations=evals, stopped=stopped, nfe=forward.clone(), nfe_backward=backward.clone(),
-                          phase="optimise"))
+            callback(step_info(i, steps, s, r, (s, s), z_next, z_bar, eps, forward,
+                               (z_next - target).abs().flatten(1).mean(1).double(),
+                               residuals=torch.stack(losses) if losses else torch.empty(0, batch, dtype=torch.float64),
+                               iterations=evals, stopped=stopped, nfe_backward=backward.clone(), phase="optimise"))
         z_bar = z_next
     guard.raise_if_bad("invert_null_text", grid, -1)
-    regen = Guidance(cond=cond, uncond=_expand(guidance.uncond, batch, "unconditional embeddings"),
+    regen = Guidance(cond=cond, uncond=expand_batch(guidance.uncond, batch, "unconditional embeddings"),
                      scale=w, uncond_per_step=tuple(per_step), uncond_grid=tuple(grid))
     return InversionResult(pivot[-1], regen, nfe=int(forward.max()), nfe_backward=int(backward.max()))

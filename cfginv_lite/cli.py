@@ -25,7 +25,7 @@ from typing import Any, Sequence
 from tqdm.auto import tqdm
 
 from .validation import check_int, check_seed
-from .ddim import check_guidance_scale
+from .guidance import check_guidance_scale
 from .devices import resolve_device
 from .outputs import (
     MARKDOWN_MARKER, SOFTWARE, OutputPathError, check_output_file, is_tool_image, is_tool_markdown, write_output,

@@ -16,7 +16,8 @@ from typing import Any, Literal, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .ddim import Guidance, guided_noise, move, sample_ddim
+from .ddim import move, sample_ddim
+from .guidance import Guidance, guided_noise
 
 
 def sampling_trajectory(model: Any, noise: torch.Tensor, grid: Sequence[int], guidance: Guidance, *,

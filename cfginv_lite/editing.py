@@ -35,16 +35,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .ddim import (
-    FiniteGuard,
-    Guidance,
-    StepCallback,
-    _expand_batch,
-    check_grid,
-    check_guidance,
-    check_latents,
-    move,
-)
+from .ddim import move
+from .guidance import expand_batch as _expand_batch
+from .guidance import check_guidance, Guidance
+from .records import StepCallback
+from .validation import check_grid, check_latents, FiniteGuard
 from .exact import _check_gamma
 from .validation import as_prompt_list, check_fraction, check_int
 

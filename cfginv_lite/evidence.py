@@ -30,8 +30,9 @@ import numpy as np
 import torch
 
 from .data import digit_prompt, real_digit_set, split_digit_set
-from .ddim import Stop, StepCallback, check_guidance_scale, make_guidance
-from .generation import generate
+from .guidance import check_guidance_scale, make_guidance
+from .records import StepCallback, Stop
+from .sampling import generate
 from .methods import run_method
 from .metrics import image_rmse, psnr, rmse
 from .sampling import regenerate
@@ -164,7 +165,7 @@ def evaluate_samplers(model: Any, sets: Mapping[str, InputSet] | Sequence[InputS
                       progress: bool = False, **options: Any) -> dict[str, dict[str, SetResult]]:
     """Like :func:`evaluate`, but invert **once** and regenerate with each of ``samplers``.
 
-    ``"own"`` regenerates with the method's own sampler (:meth:`InversionResult.regenerate_own`:
+    ``"own"`` regenerates with the method's own sampler (:func:`~cfginv_lite.sampling.regenerate` with ``sampler="own"``:
     EDICT's and BDIA's for those, DDIM for every other method), using the whole inverted pair.
 
     Returns ``{sampler: {set name: SetResult}}``.
@@ -191,7 +192,7 @@ def evaluate_samplers(model: Any, sets: Mapping[str, InputSet] | Sequence[InputS
     out: dict[str, dict[str, SetResult]] = {}
     for sampler in samplers:
         if sampler == "own":   # the sampler the method is exact for (EDICT, BDIA: their own; else DDIM)
-            regen = model.decode(result.regenerate_own(model, grid, callback=regen_callback, progress=progress))
+            regen = model.decode(regenerate(model, result, grid, sampler="own", callback=regen_callback, progress=progress))
         else:
             regen = model.decode(regenerate(model, result.latents, grid, result.guidance, sampler,
                                             callback=regen_callback, progress=progress))

@@ -33,7 +33,10 @@ from typing import Any, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .ddim import FiniteGuard, Guidance, StepCallback, check_grid, check_guidance, check_latents, guided_noise, move
+from .ddim import move
+from .guidance import check_guidance, Guidance, guided_noise
+from .records import StepCallback
+from .validation import check_grid, check_latents, FiniteGuard
 from .validation import check_real
 
 #: EDICT's mixing weight in the paper (sec. 4) and its public code.

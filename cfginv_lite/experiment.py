@@ -2,7 +2,7 @@
 
 Kept here, not in the notebooks, so that a notebook cell reads as the idea
 (``generate``, ``reconstruct``) and the bookkeeping (seeds, metrics, timing) is shared.
-:func:`generate` and :func:`seeded_noise` live in :mod:`cfginv_lite.generation`, below
+:func:`generate` and :func:`seeded_noise` live in :mod:`cfginv_lite.sampling`, below
 :mod:`cfginv_lite.evidence`, whose pipeline :func:`reconstruct_samplers` runs.
 """
 from __future__ import annotations
@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from .data import digit_prompt
-from .ddim import StepCallback
+from .records import StepCallback
 from .evidence import InputSet, evaluate_samplers
-from .generation import generate, seeded_noise  # noqa: F401  (the first step, in cfginv_lite.generation: evidence uses it too)
+from .sampling import generate, seeded_noise  # noqa: F401  (the first step; it lives in cfginv_lite.sampling)
 from .validation import as_prompt_list, check_int
 
 

@@ -16,10 +16,12 @@ from typing import Any, Callable
 import torch
 
 from .baselines import invert_negative_prompt, invert_null_text
-from .compensate import invert_anderson, invert_fixed_point, invert_original
-from .ddim import Guidance, InversionResult, StepCallback, invert_naive
+from .compensate import invert_original
+from .ddim import invert_naive
 from .exact import BDIA_GAMMA_HALF, invert_bdia, invert_edict, sample_bdia, sample_edict
-from .rootfind import invert_focused
+from .fixed_point import HARD_LEVELS, budget_on_levels, invert_fixed_point
+from .guidance import Guidance
+from .records import InversionResult, StepCallback
 
 InversionMethod = Callable[..., InversionResult]
 
@@ -69,18 +71,18 @@ def run_exact(inverse: Callable[..., tuple[torch.Tensor, torch.Tensor]], sampler
 
 #: name -> method. The seed's method at its defaults (3 iterations), the author's showcase
 #: (5) and with the "numerically correct" destination label; its relatives: plain fixed
-#: point on every step (Meiri et al.), damped, and Anderson (AIDI); the focused root finder
-#: (:mod:`cfginv_lite.rootfind`); the exact-by-construction EDICT and BDIA (:mod:`cfginv_lite.exact`, each with its own sampler); the two baselines.
+#: point on every step (Meiri et al.), damped, Anderson (AIDI) and Anderson with a per-step
+#: budget ("focused": 4 iterations up to level 349, 2 above), all :func:`invert_fixed_point`; the exact-by-construction EDICT and BDIA (:mod:`cfginv_lite.exact`, each with its own sampler); the two baselines.
 METHODS: dict[str, InversionMethod] = {
     "naive": partial(run_solver, invert_naive, label="source"),
     "naive-destination": partial(run_solver, invert_naive, label="destination"),
     "original": partial(run_solver, invert_original),
     "original-showcase": partial(run_solver, invert_original, refine_iterations=5),
     "original-no-tless": partial(run_solver, invert_original, tless_factor=None),
-    "fixed-point": partial(run_solver, invert_fixed_point, iterations=10, skip=0.0),
-    "fixed-point-damped": partial(run_solver, invert_fixed_point, iterations=10, skip=0.0, damping=0.5),
-    "anderson": partial(run_solver, invert_anderson, iterations=5, window=3, skip=0.0),
-    "focused": partial(run_solver, invert_focused),
+    "fixed-point": partial(run_solver, invert_fixed_point, budget=10),
+    "fixed-point-damped": partial(run_solver, invert_fixed_point, budget=10, damping=0.5),
+    "anderson": partial(run_solver, invert_fixed_point, budget=5, window=3),
+    "focused": partial(run_solver, invert_fixed_point, budget=budget_on_levels(4, HARD_LEVELS, 2), window=3),
     "edict": partial(run_exact, invert_edict, sample_edict),
     "bdia": partial(run_exact, invert_bdia, sample_bdia, gamma=1.0),
     "bdia-half": partial(run_exact, invert_bdia, sample_bdia, gamma=BDIA_GAMMA_HALF),

@@ -1,6 +1,8 @@
-"""Samplers: K-LMS as the seed regenerated with, next to DDIM (:func:`~cfginv_lite.ddim.sample_ddim`).
+"""Sampling: seeded generation, K-LMS as the seed regenerated with, and regeneration.
 
-:func:`regenerate` picks one: DDIM on the inversion grid, or K-LMS as the seed did.
+:func:`generate` samples seeded noise with DDIM (:func:`~cfginv_lite.ddim.sample_ddim`), the
+first step of every experiment. :func:`regenerate` turns inverted noise back into a clean
+latent: DDIM on the inversion grid, K-LMS as the seed did, or an exact method's own sampler.
 
 The seed's notebook inverted with DDIM on its own grid but regenerated with diffusers'
 K-LMS scheduler (``LMSDiscreteScheduler``: Karras et al. 2022's linear multistep sampler
@@ -17,24 +19,19 @@ ones this module is used to measure).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-from .ddim import (
-    FiniteGuard,
-    Guidance,
-    NonFiniteLatentError,
-    StepCallback,
-    check_grid,
-    check_latents,
-    guided_noise,
-    sample_ddim,
-)
-from .validation import check_choice, check_int
+from .ddim import sample_ddim
+from .guidance import Guidance, guided_noise, make_guidance
+from .records import InversionResult, StepCallback, step_info
+from .validation import FiniteGuard, NonFiniteLatentError, as_prompt_list, check_choice, check_grid, check_int, \
+    check_latents, check_seed
 
-Sampler = Literal["ddim", "lms"]
+Sampler = Literal["ddim", "lms", "own"]
 
 
 def lms_scheduler(model: Any, steps: int) -> Any:
@@ -47,6 +44,7 @@ def lms_scheduler(model: Any, steps: int) -> Any:
     return scheduler
 
 
+@torch.no_grad()
 def sample_lms(
     model: Any,
     latents: torch.Tensor,
@@ -101,11 +99,9 @@ def sample_lms(
         x_next = scheduler.step(est.guided, t, x, order=order).prev_sample
         guard.update(i, x_next)
         if callback is not None:
-            callback(dict(step=i, steps=len(timesteps), t_from=label,
-                          t_to=float(timesteps[i + 1]) if i + 1 < len(timesteps) else None,
-                          sigma_from=float(sigmas[i]), sigma_to=float(sigmas[i + 1]),
-                          label_uncond=label, label_cond=label, latent=x_next, latent_prev=x,
-                          noise=est.guided, residual=None, nfe=nfe))
+            t_to = float(timesteps[i + 1]) if i + 1 < len(timesteps) else None
+            callback(step_info(i, len(timesteps), label, t_to, (label, label), x_next, x, est.guided, nfe,
+                               sigma_from=float(sigmas[i]), sigma_to=float(sigmas[i + 1])))
         x = x_next
     step = int(guard.first_bad)
     if step >= 0:
@@ -116,20 +112,37 @@ def sample_lms(
 
 def regenerate(
     model: Any,
-    latents: torch.Tensor,
+    latents: torch.Tensor | InversionResult,
     grid: Sequence[int],
-    guidance: Guidance,
+    guidance: Guidance | None = None,
     sampler: Sampler = "ddim",
     *,
     callback: StepCallback | None = None,
     progress: bool = False,
     **options: Any,
 ) -> torch.Tensor:
-    """Clean latent from inverted noise: ``"ddim"`` down the inversion ``grid``, or ``"lms"``
-    (the seed's K-LMS with ``len(grid) - 1`` steps on its own grid; ``options`` go to
-    :func:`sample_lms`, e.g. ``exact_start=True``)."""
+    """Clean latent from inverted noise: ``"ddim"`` down the inversion ``grid``, ``"lms"`` (the
+    seed's K-LMS with ``len(grid) - 1`` steps on its own grid; ``options`` go to
+    :func:`sample_lms`, e.g. ``exact_start=True``), or ``"own"``: the sampler the method is
+    (meant to be) exact for - an exact pair's own sampler (:mod:`cfginv_lite.exact`), else DDIM.
+
+    ``latents`` may be an :class:`~cfginv_lite.records.InversionResult`; its ``guidance`` is
+    then the default (null-text's per-step embeddings live there). ``"own"`` needs a result.
+    """
     grid = check_grid(grid, len(model.alphas_cumprod))
-    check_choice("sampler", sampler, ("ddim", "lms"))
+    check_choice("sampler", sampler, ("ddim", "lms", "own"))
+    result = latents if isinstance(latents, InversionResult) else None
+    if result is not None:
+        latents, guidance = result.latents, result.guidance if guidance is None else guidance
+    if guidance is None:
+        raise ValueError("regenerate needs the guidance to regenerate with (or an InversionResult, which carries it)")
+    if sampler == "own":
+        if result is None:
+            raise ValueError('sampler="own" needs the InversionResult (it names the method\'s own sampler), not latents')
+        if result.sampler is not None:
+            return result.sampler(model, latents, grid, guidance, partner=result.partner, callback=callback,
+                                  progress=progress, **options)
+        sampler = "ddim"
     if sampler == "ddim":
         if options:
             raise ValueError(f"sample_ddim takes no options, got {sorted(options)}")
@@ -137,4 +150,34 @@ def regenerate(
     return sample_lms(model, latents, len(grid) - 1, guidance, callback=callback, progress=progress, **options)
 
 
-__all__ = ["Sampler", "lms_scheduler", "regenerate", "sample_lms"]
+# --------------------------------------------------------------------------- seeded generation
+def seeded_noise(shape: Sequence[int], seed: int, device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Standard normal noise drawn on the CPU with ``seed`` (identical on every device), then moved."""
+    gen = torch.Generator("cpu").manual_seed(check_seed(seed))  # 2**70 or 3.5: a clear ValueError
+    return torch.randn(tuple(shape), generator=gen, dtype=torch.float32).to(device=device, dtype=dtype)
+
+
+@dataclass
+class Generated:
+    """A seeded batch generated by DDIM at one guidance scale on one grid."""
+
+    prompts: list[str]
+    guidance: Guidance
+    grid: list[int]
+    noise: torch.Tensor        # the true starting noise z_T
+    latents: torch.Tensor      # the clean latent DDIM produced
+    images: torch.Tensor       # decoded, in [-1, 1]
+
+
+def generate(model: Any, prompts: Sequence[str], scale: float, grid: Sequence[int], *, seed: int = 0,
+             callback: StepCallback | None = None, progress: bool = False) -> Generated:
+    """Sample ``len(prompts)`` images from seeded noise with DDIM at guidance ``scale``."""
+    prompts, grid = as_prompt_list(prompts), list(grid)  # a string is one prompt; an iterator is read once
+    guidance = make_guidance(model, prompts, scale)
+    noise = seeded_noise((len(prompts), *model.latent_shape), seed, model.device, model.dtype)
+    latents = sample_ddim(model, noise, grid, guidance, callback=callback, progress=progress)
+    return Generated(prompts, guidance, grid, noise, latents, model.decode(latents))
+
+
+__all__ = ["Generated", "Sampler", "generate", "lms_scheduler", "regenerate", "sample_lms", "seeded_noise"]

@@ -13,7 +13,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from .ddim import LATENT_KEYS
+from .records import LATENT_KEYS
 from .pooling import shrink_latents
 
 

@@ -1,5 +1,8 @@
 """Argument checks shared by the whole package: one place, one wording.
 
+Also the checks every solver makes of its inputs (latents, timestep grid) and of its output
+(:class:`FiniteGuard`: non-finite latents found without a host sync per step).
+
 Every public entry point (solvers, models, the CLI, the trainer) validates through these, so
 the same bad value gets the same message everywhere. Numbers may be Python or numpy scalars
 (``np.float32(0.9)``, ``np.int64(5)``; real numbers also a one-element tensor); ``bool`` is
@@ -10,7 +13,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Collection, TypeVar
+from typing import Any, Collection, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -175,5 +178,93 @@ def check_image_batch(images: Any, *, channels: int, what: str = "images") -> to
     return images
 
 
-__all__ = ["SEED_MAX", "as_prompt_list", "batch_labels", "check_choice", "check_fraction", "check_image_batch", "check_int",
-           "check_optional_real", "check_positive", "check_real", "check_seed"]
+
+
+# --------------------------------------------------------------------------- solver inputs and outputs
+def check_latents(model: Any, latents: Any) -> torch.Tensor:
+    """Clear errors for the wrong tensor type, dtype, shape, an empty batch or non-finite values.
+
+    Any float dtype passes: the models cast latents to their own dtype and back.
+    """
+    if not isinstance(latents, torch.Tensor):
+        raise ValueError(f"latents must be a torch.Tensor, got {type(latents).__name__}")
+    if not latents.is_floating_point():
+        raise ValueError(f"latents must be a floating-point tensor, got dtype {latents.dtype}")
+    expected = tuple(model.latent_shape)
+    if latents.ndim != 4 or tuple(latents.shape[1:]) != expected:
+        raise ValueError(
+            f"latents must have shape (B, {', '.join(map(str, expected))}) for model "
+            f"{model.name!r}, got {tuple(latents.shape)}"
+        )
+    if latents.shape[0] == 0:
+        raise ValueError(f"latents batch is empty (shape {tuple(latents.shape)}); pass at least one latent")
+    if latents.device.type == "meta":
+        raise ValueError("latents are on the 'meta' device (a shape without data, e.g. from a model built with "
+                         "device='meta'); create them on a real device, e.g. latents.to_empty(device='cpu') and fill "
+                         "them, or model.encode(images)")
+    if not torch.isfinite(latents).all():
+        raise ValueError("latents contain NaN or infinite values")
+    return latents
+
+
+def check_grid(timesteps: Sequence[int], num_train_timesteps: int) -> list[int]:
+    """A grid must be strictly increasing integer levels inside the schedule.
+
+    Levels may be Python or numpy integers, integral floats or 0-d tensors (a tensor or an
+    iterator works too); a fractional level is an error, never silently truncated.
+    """
+    if isinstance(timesteps, (str, bytes)) or not hasattr(timesteps, "__iter__"):
+        raise ValueError(f"a timestep grid must be a sequence of integer levels, got {type(timesteps).__name__}")
+    grid = [_grid_level(t) for t in timesteps]
+    if len(grid) < 2:
+        raise ValueError("a timestep grid needs at least 2 levels (steps >= 1)")
+    if any(b <= a for a, b in zip(grid, grid[1:])):
+        raise ValueError(f"timestep grid must be strictly increasing, got {grid}")
+    if grid[0] < 0 or grid[-1] >= num_train_timesteps:
+        raise ValueError(f"timestep grid must lie in [0, {num_train_timesteps - 1}], got {grid[0]}..{grid[-1]}")
+    return grid
+
+
+def _grid_level(t: Any) -> int:
+    if isinstance(t, torch.Tensor) and t.numel() == 1:
+        t = t.item()
+    if isinstance(t, bool) or not isinstance(t, numbers.Real):
+        raise ValueError(f"timestep grid levels must be integers, got {t!r}")
+    if not math.isfinite(float(t)) or float(t) != int(t):
+        raise ValueError(f"timestep grid levels must be integers, got {t!r} (fractional levels are not truncated)")
+    return int(t)
+
+
+class NonFiniteLatentError(ValueError):
+    """A solver produced NaN or infinite latents (fp16 overflow, divergence)."""
+
+
+class FiniteGuard:
+    """Records the first step with non-finite latents *without* a host sync per step.
+
+    The check stays on the device during the loop; :meth:`raise_if_bad` syncs once at the
+    end and names the step, instead of returning a black or grey image.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.first_bad = torch.tensor(-1, device=device)
+
+    def update(self, step: int, z: torch.Tensor) -> None:
+        bad = ~torch.isfinite(z).all()
+        self.first_bad = torch.where(bad & (self.first_bad < 0), step, self.first_bad)
+
+    def raise_if_bad(self, solver: str, grid: Sequence[int], direction: int) -> None:
+        step = int(self.first_bad)
+        if step >= 0:
+            s, r = (grid[step], grid[step + 1]) if direction > 0 else (grid[-1 - step], grid[-2 - step])
+            raise NonFiniteLatentError(
+                f"{solver}: latents became NaN/inf at step {step} (level {s} -> {r}). "
+                "In fp16 upcast the VAE/UNet to fp32, or lower the guidance scale."
+            )
+
+
+__all__ = [
+    "as_prompt_list", "batch_labels", "check_choice", "check_fraction", "check_grid", "check_image_batch",
+    "check_int", "check_latents", "check_optional_real", "check_positive", "check_real", "check_seed",
+    "FiniteGuard", "NonFiniteLatentError", "SEED_MAX",
+]

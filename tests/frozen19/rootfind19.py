@@ -1,21 +1,4 @@
-"""A per-step budget for the DDIM inversion root finder: iterations where the equation is hard.
-
-:func:`cfginv_lite.compensate.invert_anderson` spends the same number of iterations on every
-step. :func:`invert_focused` gives the steps whose destination level lies in ``levels`` more
-(``iterations``) and the others fewer (``other_iterations``), optionally warm-starting each
-step's first iterate with the previous step's correction ``z_i - naive_i``. The per-step
-equation, map ``G``, Anderson mixing and stopping are those of
-:func:`~cfginv_lite.compensate.invert_anderson` (AIDI: Pan et al., ICCV 2023).
-
-Which steps are hard was measured, not assumed (``docs/root_finder_target.md``; 100 real
-digits, CFG 7.5, 20 steps): with 8 Anderson iterations every step from level 299 up
-converges to float32 round-off (median residual ~2e-7), while the first steps do not (step
-0 -> 49: median best residual 2e-2, a third of the images diverging). Spending iterations
-only on the noisy levels 700-950 - where notebook 03c's attribution (every other step solved)
-finds the most harmful single naive steps - leaves real digits at the naive error. The default therefore puts
-4 iterations on the levels up to 349 and 2 on the rest (148 NFE at 20 steps), and no warm
-start (measured: it does not help). Callback contract: that of :mod:`cfginv_lite.compensate`.
-"""
+"""FROZEN copy of cfginv_lite/rootfind.py at commit fac9175 (before issue 19). Do not edit."""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -23,9 +6,9 @@ from typing import Any, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .compensate import _all_stopped, _anderson_mix, _check_fixed_point, _report, _Search, _where
-from .ddim import FiniteGuard, Guidance, StepCallback, check_grid, check_latents, guided_noise, move
-from .validation import check_int, check_positive, check_real
+from compensate19 import _all_stopped, _anderson_mix, _check_fixed_point, _report, _Search, _where
+from ddim19 import FiniteGuard, Guidance, StepCallback, check_grid, check_latents, guided_noise, move
+from cfginv_lite.validation import check_int, check_positive, check_real
 
 #: The noisy levels notebook 03c's attribution (every other step solved) singles out, as (low, high) destination levels.
 NOISY_LEVELS = (700, 950)

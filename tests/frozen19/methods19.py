@@ -1,0 +1,115 @@
+"""FROZEN copy of cfginv_lite/methods.py registry at commit fac9175 (before issue 19). Do not edit."""
+from __future__ import annotations
+
+import time
+from functools import partial
+from typing import Any, Callable
+
+import torch
+
+from cfginv_lite.baselines import invert_negative_prompt, invert_null_text
+from compensate19 import invert_anderson, invert_fixed_point, invert_original
+from ddim19 import Guidance, InversionResult, StepCallback, invert_naive
+from cfginv_lite.exact import BDIA_GAMMA_HALF, invert_bdia, invert_edict, sample_bdia, sample_edict
+from rootfind19 import invert_focused
+
+InversionMethod = Callable[..., InversionResult]
+
+
+class NFECounter:
+    """Callback wrapper that remembers the last cumulative ``nfe`` a solver reported.
+
+    The value (an int, or a ``(B,)`` tensor per image) is read on the host only when
+    :attr:`nfe` is asked for, after the solver ran: counting adds no sync to the loop.
+    """
+
+    def __init__(self, inner: StepCallback | None = None) -> None:
+        self.inner, self._nfe = inner, 0
+
+    def __call__(self, info: dict[str, Any]) -> None:
+        self._nfe = info.get("nfe", self._nfe)
+        if self.inner is not None:
+            self.inner(info)
+
+    @property
+    def nfe(self) -> int:
+        """Network evaluations per image so far (the max over the batch)."""
+        return int(self._nfe.max()) if isinstance(self._nfe, torch.Tensor) else int(self._nfe)
+
+
+def run_solver(solver: Callable[..., torch.Tensor], model: Any, latents: torch.Tensor, grid: list[int],
+               guidance: Guidance, *, callback: StepCallback | None = None, progress: bool = False,
+               **options: Any) -> InversionResult:
+    """Run a solver that returns the inverted latents; count its NFE from its callback."""
+    counter = NFECounter(callback)
+    z = solver(model, latents, grid, guidance, callback=counter, progress=progress, **options)
+    return InversionResult(z, guidance, counter.nfe)
+
+
+def run_exact(inverse: Callable[..., tuple[torch.Tensor, torch.Tensor]], sampler: Callable[..., torch.Tensor],
+              model: Any, latents: torch.Tensor, grid: list[int], guidance: Guidance, *,
+              callback: StepCallback | None = None, progress: bool = False, **options: Any) -> InversionResult:
+    """Run an exact-by-construction inversion (:mod:`cfginv_lite.exact`): keep its pair and its sampler.
+
+    ``options`` (``mix``, ``gamma``) go to both the inversion and the sampler: the pair is exact
+    only for the sampler with the same settings.
+    """
+    counter = NFECounter(callback)
+    z, partner = inverse(model, latents, grid, guidance, callback=counter, progress=progress, **options)
+    return InversionResult(z, guidance, counter.nfe, partner=partner, sampler=partial(sampler, **options))
+
+
+#: name -> method. The seed's method at its defaults (3 iterations), the author's showcase
+#: (5) and with the "numerically correct" destination label; its relatives: plain fixed
+#: point on every step (Meiri et al.), damped, and Anderson (AIDI); the focused root finder
+#: (:mod:`cfginv_lite.rootfind`); the exact-by-construction EDICT and BDIA (:mod:`cfginv_lite.exact`, each with its own sampler); the two baselines.
+METHODS: dict[str, InversionMethod] = {
+    "naive": partial(run_solver, invert_naive, label="source"),
+    "naive-destination": partial(run_solver, invert_naive, label="destination"),
+    "original": partial(run_solver, invert_original),
+    "original-showcase": partial(run_solver, invert_original, refine_iterations=5),
+    "original-no-tless": partial(run_solver, invert_original, tless_factor=None),
+    "fixed-point": partial(run_solver, invert_fixed_point, iterations=10, skip=0.0),
+    "fixed-point-damped": partial(run_solver, invert_fixed_point, iterations=10, skip=0.0, damping=0.5),
+    "anderson": partial(run_solver, invert_anderson, iterations=5, window=3, skip=0.0),
+    "focused": partial(run_solver, invert_focused),
+    "edict": partial(run_exact, invert_edict, sample_edict),
+    "bdia": partial(run_exact, invert_bdia, sample_bdia, gamma=1.0),
+    "bdia-half": partial(run_exact, invert_bdia, sample_bdia, gamma=BDIA_GAMMA_HALF),
+    "negative-prompt": invert_negative_prompt,
+    "null-text": invert_null_text,
+}
+
+#: name -> the sampler each method's latents reproduce the input with, and how exactly
+#: ("exact with respect to which sampler", the column of every comparison table).
+EXACT_WRT: dict[str, str] = {
+    "naive": "none (approximate)",
+    "naive-destination": "none (approximate)",
+    "original": "DDIM, to its early-stop threshold (noisiest 30% of steps)",
+    "original-showcase": "DDIM, to its early-stop threshold (noisiest 30% of steps)",
+    "original-no-tless": "DDIM, to its early-stop threshold (noisiest 30% of steps)",
+    "fixed-point": "DDIM, to the solver's residual",
+    "fixed-point-damped": "DDIM, to the solver's residual",
+    "anderson": "DDIM, to the solver's residual",
+    "focused": "DDIM, to the solver's residual (4 it. up to level 349, 2 above)",
+    "edict": "EDICT sampler (p = 0.93), exact to round-off",
+    "bdia": "BDIA sampler (gamma = 1), exact to round-off",
+    "bdia-half": "BDIA sampler (the often-quoted gamma = 0.5), exact in exact arithmetic",
+    "negative-prompt": "DDIM at CFG 1 (conditional only), approximate",
+    "null-text": "DDIM with its optimised null embeddings, to the optimiser's loss",
+}
+
+
+def run_method(name: str, model: Any, latents: torch.Tensor, grid: list[int], guidance: Guidance, *,
+               callback: StepCallback | None = None, progress: bool = False, **options: Any) -> InversionResult:
+    """Run a registered method by name and time it."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose from {sorted(METHODS)}")
+    start = time.perf_counter()
+    result = METHODS[name](model, latents, grid, guidance, callback=callback, progress=progress, **options)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+__all__ = ["EXACT_WRT", "InversionMethod", "InversionResult", "METHODS", "NFECounter", "run_exact", "run_method",
+           "run_solver"]
