@@ -22,7 +22,7 @@ import time
 import torch
 
 from cfginv_lite import load_model
-from cfginv_lite.ddim import guided_noise, make_guidance
+from cfginv_lite.guidance import guided_noise, make_guidance
 from cfginv_lite.experiment import digit_prompts
 
 MODELS = ("digits", "mini-sd")

@@ -40,8 +40,11 @@ from typing import Any, Callable
 
 import torch
 
-from cfginv_lite.compensate import invert_anderson, invert_original
-from cfginv_lite.ddim import Guidance, NonFiniteLatentError, guided_noise, invert_naive, sample_ddim
+from cfginv_lite.compensate import invert_original
+from cfginv_lite.fixed_point import invert_fixed_point
+from cfginv_lite.ddim import invert_naive, sample_ddim
+from cfginv_lite.guidance import Guidance, guided_noise
+from cfginv_lite.validation import NonFiniteLatentError
 from cfginv_lite.models.stable_diffusion import StableDiffusionModel
 from cfginv_lite.models.tiny import build_tiny_stable_diffusion
 from cfginv_lite.schedule import SD1_SCHEDULER_CONFIG, timestep_grid
@@ -278,8 +281,8 @@ def run_all(args: argparse.Namespace, model: StableDiffusionModel) -> list[Row]:
         time_method("original (invert_original, refine_iterations=5, refine_skip=0.7)",
                     lambda: invert_original(model, z0, grid, guidance, refine_iterations=5, refine_skip=0.7,
                                             **common), model, args.runs, **steps),
-        time_method("Anderson (invert_anderson, defaults)",
-                    lambda: invert_anderson(model, z0, grid, guidance, **common), model, args.runs, **steps),
+        time_method("Anderson (invert_fixed_point, budget 5, window 3)",
+                    lambda: invert_fixed_point(model, z0, grid, guidance, budget=5, window=3, **common), model, args.runs, **steps),
     ]
     return rows
 

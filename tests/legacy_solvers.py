@@ -13,15 +13,10 @@ from typing import Any, Callable, Literal, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from cfginv_lite.ddim import (
-    FiniteGuard,
-    Guidance,
-    StepCallback,
-    check_grid,
-    check_latents,
-    guided_noise,
-    move,
-)
+from cfginv_lite.ddim import move
+from cfginv_lite.guidance import Guidance, guided_noise
+from cfginv_lite.records import StepCallback
+from cfginv_lite.validation import check_grid, check_latents, FiniteGuard
 
 #: Elements of the latent the seed's absolute thresholds were tuned on (4x64x64, SD at 512 px).
 REFERENCE_NUMEL = 4 * 64 * 64

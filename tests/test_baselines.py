@@ -174,7 +174,7 @@ def test_lms_grid_and_start_scale_are_diffusers(digits_model):
 
 def test_bad_inputs_raise(setup):
     model, x, g, grid = setup
-    with pytest.raises(ValueError, match="sampler must be one of 'ddim', 'lms', got 'euler'"):
+    with pytest.raises(ValueError, match="sampler must be one of 'ddim', 'lms', 'own', got 'euler'"):
         regenerate(model, x, grid, g, sampler="euler")
     with pytest.raises(ValueError, match="steps must be an integer >= 1, got 0"):
         sample_lms(model, x, 0, g)

@@ -22,7 +22,7 @@ def test_sd_gpu_benchmark_smoke_test_on_the_cpu():
     assert done.returncode == 0, done.stderr[-2000:]
     out = done.stdout
     assert "| total / (NFE/2 x one call) | host syncs per step |" in out
-    for name in ("invert_naive", "sample_ddim", "invert_original", "invert_anderson"):
+    for name in ("invert_naive", "sample_ddim", "invert_original", "invert_fixed_point"):
         row = next(line for line in out.splitlines() if name in line)
         cells = [c.strip() for c in row.split("|")]
         assert float(cells[3]) > 0 and float(cells[4]) > 0 and cells[5] == "n/a (CPU)", row

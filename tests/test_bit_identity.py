@@ -13,7 +13,8 @@ import torch
 
 import legacy_solvers as legacy
 from cfginv_lite import compensate, make_guidance, timestep_grid
-from cfginv_lite.compensate import Stop
+from cfginv_lite.fixed_point import budget_after_fraction, invert_fixed_point
+from cfginv_lite.records import Stop
 from cfginv_lite.data import digit_prompt, real_digits
 
 LABELS = [3, 1, 7]
@@ -73,10 +74,22 @@ class RowWise:
                           for b in range(latents.shape[0])])
 
 
+def _redesigned(name: str, options: dict):
+    """The same solver and settings after issue 19: one fixed-point family with a per-step budget."""
+    if name == "invert_original":
+        return compensate.invert_original, options
+    o = dict(options)
+    iterations, skip = o.pop("iterations", 10 if name == "invert_fixed_point" else 5), o.pop("skip", 0.0)
+    o.setdefault("window", 0 if name == "invert_fixed_point" else 3)
+    o["budget"] = budget_after_fraction(iterations, skip) if skip else iterations
+    return invert_fixed_point, o
+
+
 def _run_both(model, x, g, grid, name, options):
     rows: list[dict] = []
     old_rows: list[dict] = []
-    new = getattr(compensate, name)(model, x, grid, g, callback=rows.append, progress=False, **options)
+    new_fn, new_options = _redesigned(name, options)
+    new = new_fn(model, x, grid, g, callback=rows.append, progress=False, **new_options)
     old = getattr(legacy, name)(model, x, grid, g, callback=old_rows.append, progress=False, **options)
     return new, old, rows, old_rows
 

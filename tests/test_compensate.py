@@ -15,15 +15,16 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from cfginv_lite.compensate import (
-    REFERENCE_NUMEL,
-    Stop,
-    invert_anderson,
-    invert_fixed_point,
-    invert_original,
-    scaled_threshold,
-)
-from cfginv_lite.ddim import Guidance, invert_naive, move, sample_ddim
+from cfginv_lite.compensate import invert_original, REFERENCE_NUMEL, scaled_threshold
+from cfginv_lite.fixed_point import budget_after_fraction, budget_on_levels, invert_fixed_point
+
+
+def invert_anderson(*args, iterations=5, window=3, **kw):
+    """The family's Anderson member (window 3), as the registry's \"anderson\" entry runs it."""
+    return invert_fixed_point(*args, budget=iterations, window=window, **kw)
+from cfginv_lite.records import Stop
+from cfginv_lite.ddim import invert_naive, move, sample_ddim
+from cfginv_lite.guidance import Guidance
 from cfginv_lite.metrics import is_collapsed
 from cfginv_lite.schedule import SD1_SCHEDULER_CONFIG, alphas_cumprod_from_config, timestep_grid
 
@@ -117,7 +118,7 @@ def test_fixed_point_solvers_reach_the_exact_inverse_when_the_map_contracts(seed
     if solver == "anderson":
         z = invert_anderson(model, x, grid, g, iterations=60, tol=1e-13, progress=False)
     else:
-        z = invert_fixed_point(model, x, grid, g, iterations=300, tol=1e-13, progress=False,
+        z = invert_fixed_point(model, x, grid, g, budget=300, tol=1e-13, progress=False,
                                damping=1.0 if solver == "fixed-point" else 0.6)
     exact = _exact_chain(model, x, grid, w)
     assert torch.allclose(z, exact, atol=1e-9, rtol=0), float((z - exact).abs().max())
@@ -148,7 +149,7 @@ def test_anderson_needs_fewer_iterations_than_plain_iteration(seed):
     model = MatrixModel(eig_max=0.95, t_slope=0.0, cond_gap=0.0, seed=seed)
     grid, x, g = timestep_grid(2), _latents(1, seed), model.guidance(1.0)
     assert 0.6 < model.contraction(grid, 1.0) < 0.9
-    plain = _iterations_to_tol(invert_fixed_point, model, x, grid, g, iterations=400)
+    plain = _iterations_to_tol(invert_fixed_point, model, x, grid, g, budget=400)
     anderson = _iterations_to_tol(invert_anderson, model, x, grid, g, iterations=400)
     assert all(a < p for a, p in zip(anderson, plain)), (anderson, plain)
     assert sum(anderson) < 0.7 * sum(plain)  # measured: ~0.5 for window 3
@@ -159,7 +160,7 @@ def test_damping_one_is_plain_fixed_point_in_the_inverse_form():
     model = MatrixModel(seed=3)
     grid, x, g = [0, 500], _latents(1, 3), model.guidance(3.0)
     rows: list[dict] = []
-    z = invert_fixed_point(model, x, grid, g, iterations=3, callback=rows.append, progress=False,
+    z = invert_fixed_point(model, x, grid, g, budget=3, callback=rows.append, progress=False,
                            divergence_factor=None)
     a0, a1 = float(ABAR[0]), float(ABAR[500])
 
@@ -181,7 +182,7 @@ def test_average_last_averages_the_last_map_values():
     x1 = G(x0)
     x2 = G(x1)
     x3 = G(x2)
-    z = invert_fixed_point(model, x, grid, g, iterations=3, average_last=2, progress=False)
+    z = invert_fixed_point(model, x, grid, g, budget=3, average_last=2, progress=False)
     assert torch.allclose(z, (x2 + x3) / 2, atol=1e-12)
     assert not torch.allclose(z, x3, atol=1e-6)
 
@@ -345,7 +346,8 @@ def test_fixed_point_skip_rule():
     grid, x, g = timestep_grid(10), _latents(1, 7), model.guidance(2.0)
     for skip, expected in ((0.0, 10), (0.7, 3), (1.0, 0)):
         rows: list[dict] = []
-        invert_fixed_point(model, x, grid, g, iterations=2, skip=skip, callback=rows.append, progress=False)
+        invert_fixed_point(model, x, grid, g, budget=budget_after_fraction(2, skip), callback=rows.append,
+                           progress=False)
         assert sum(bool((r["stopped"] != Stop.SKIPPED).all()) for r in rows) == expected
 
 
@@ -378,8 +380,8 @@ def test_divergence_is_detected_and_the_best_iterate_kept(solver):
         z = invert_original(model, x, grid, g, refine_skip=0.0, refine_iterations=10, divergence_factor=2.0,
                             callback=rows.append, progress=False)
     else:
-        fn = invert_fixed_point if solver == "fixed-point" else invert_anderson
-        z = fn(model, x, grid, g, iterations=20, callback=rows.append, progress=False)
+        z = invert_fixed_point(model, x, grid, g, budget=20, window=0 if solver == "fixed-point" else 3,
+                               callback=rows.append, progress=False)
     r = rows[1]
     assert int(r["stopped"]) == Stop.DIVERGED
     assert int(r["iterations"]) < 10
@@ -415,7 +417,7 @@ def test_batch_bookkeeping_is_per_image_with_one_call_per_iteration():
     # the shape never changes, and on the CPU the step ends when the last image stops.
     assert calls == [6, 6] + [6] * int(iters.max())
     model.calls.clear()
-    invert_fixed_point(model, x, grid, g, iterations=3, progress=False)
+    invert_fixed_point(model, x, grid, g, budget=3, progress=False)
     assert len(model.calls) == 2 * (1 + 3)  # naive call + one batched call per iteration, per step
 
 
@@ -430,6 +432,22 @@ def test_is_collapsed_flags_grey_images():
         is_collapsed(images, reference_std=-1.0)
 
 
+def test_bad_budgets_raise_when_built():
+    for build, message in ((lambda: budget_on_levels(2, (900, 100)), r"levels must be \(low, high\) with low <= high"),
+                           (lambda: budget_on_levels(2, 700), r"levels must be a \(low, high\) pair"),
+                           (lambda: budget_on_levels(2, outside=-1), "outside must be an integer >= 0"),
+                           (lambda: budget_on_levels(-1), "inside must be an integer >= 0"),
+                           (lambda: budget_after_fraction(2, -0.1), r"skip must be a finite real number in \[0, 1\], got -0.1")):
+        with pytest.raises(ValueError, match=message):
+            build()
+
+
+def test_budget_on_levels_counts_destination_levels_inclusively():
+    grid = [0, 349, 350, 700, 950, 999]
+    assert budget_on_levels(4, (350, 950), 1)(grid) == [1, 4, 4, 4, 1]   # destinations 349, 350, ..., 999
+    assert budget_after_fraction(3, 0.6)(grid) == [0, 0, 0, 3, 3]   # steps i >= 5 * 0.6
+
+
 @pytest.mark.parametrize("fn, kwargs, message", [
     (invert_original, dict(refine_iterations=-1), "refine_iterations must be an integer >= 0"),
     (invert_original, dict(refine_iterations=True), "refine_iterations must be an integer >= 0, got True"),
@@ -442,14 +460,17 @@ def test_is_collapsed_flags_grey_images():
     (invert_original, dict(lr_decay=np.bool_(True)), "lr_decay must be a finite real number"),
     (invert_original, dict(integer_labels=1), "integer_labels must be True or False, got 1"),
     (invert_original, dict(integer_labels="no"), "integer_labels must be True or False, got 'no'"),
-    (invert_fixed_point, dict(iterations=-2), "iterations must be an integer >= 0"),
-    (invert_fixed_point, dict(iterations=2.0), "iterations must be an integer >= 0, got 2.0"),
+    (invert_fixed_point, dict(budget=-2), "budget must be an integer >= 0"),
+    (invert_fixed_point, dict(budget=2.0), "budget must be an iteration count, one per step, or a function of the grid"),
+    (invert_fixed_point, dict(budget=[1, 2]), "budget has 2 entries for a grid of 4 steps"),
+    (invert_fixed_point, dict(budget=[1, 2, True, 1]), "budget must be an integer >= 0, got True"),
+    (invert_fixed_point, dict(budget="3"), "budget must be an iteration count"),
+    (invert_fixed_point, dict(warm_start="yes"), "warm_start must be True or False"),
+    (invert_fixed_point, dict(window=-1), "window must be an integer >= 0"),
     (invert_fixed_point, dict(damping=0.0), "damping must be a finite real number in "),
     (invert_fixed_point, dict(damping=False), "damping must be a finite real number in .*got False"),
-    (invert_fixed_point, dict(skip=-0.1), r"skip must be a finite real number in \[0, 1\], got -0.1"),
-    (invert_fixed_point, dict(iterations=2, average_last=3), "average_last=3 exceeds iterations=2"),
+    (invert_fixed_point, dict(budget=2, average_last=3), "average_last=3 exceeds the budget's most iterations per step, 2"),
     (invert_fixed_point, dict(init_label="middle"), "init_label must be one of"),
-    (invert_anderson, dict(window=0), "window must be an integer >= 1"),
     (invert_anderson, dict(ridge=-1.0), "ridge must be a finite real number >= 0"),
     (invert_anderson, dict(tol=float("inf")), "tol must be a finite real number >= 0"),
     (invert_anderson, dict(tol=float("nan")), "tol must be a finite real number >= 0"),
@@ -463,14 +484,15 @@ def test_bad_options_raise(fn, kwargs, message):
 @pytest.mark.parametrize("fn, kwargs", [
     (invert_original, dict(refine_iterations=np.int64(2), refine_strength=np.float32(0.9), refine_skip=np.float64(0.0),
                            tless_factor=np.float32(0.25), error_threshold=np.float32(5), lr_decay=np.float32(0.9))),
-    (invert_fixed_point, dict(iterations=np.int64(2), damping=np.float32(0.5), average_last=np.int32(2),
-                              skip=np.float32(0.0), tol=np.float64(1e-9), divergence_factor=np.float32(3))),
+    (invert_fixed_point, dict(budget=np.int64(2), damping=np.float32(0.5), average_last=np.int32(2),
+                              tol=np.float64(1e-9), divergence_factor=np.float32(3))),
+    (invert_fixed_point, dict(budget=[np.int64(2)] * 4, window=np.int64(2), ridge=np.float32(1e-8))),
     (invert_anderson, dict(iterations=np.int64(3), window=np.int64(2), ridge=np.float32(1e-8))),
 ])
 def test_numpy_scalars_are_accepted_and_give_the_same_result(fn, kwargs):
     model = MatrixModel(seed=15)
     args = (model, _latents(2, 15), timestep_grid(4), model.guidance(np.float32(2.0)))
-    plain = {k: v.item() for k, v in kwargs.items()}
+    plain = {k: [x.item() for x in v] if isinstance(v, list) else v.item() for k, v in kwargs.items()}
     assert torch.equal(fn(*args, progress=False, **kwargs), fn(*args, progress=False, **plain))
 
 
@@ -501,7 +523,7 @@ def test_a_slowly_worsening_run_returns_its_best_iterate():
     model = MatrixModel(eig_max=1.6, t_slope=0.0, cond_gap=0.0, seed=14)
     grid, x, g = [0, 500], _latents(1, 14), model.guidance(1.0)
     rows: list[dict] = []
-    z = invert_fixed_point(model, x, grid, g, iterations=3, divergence_factor=1e6, callback=rows.append,
+    z = invert_fixed_point(model, x, grid, g, budget=3, divergence_factor=1e6, callback=rows.append,
                            progress=False)
     r = rows[0]["residuals"][:, 0]
     assert bool((r[1:] > r[:-1]).all()), r  # the premise: the residual grows every iteration

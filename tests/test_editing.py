@@ -10,7 +10,8 @@ import torch
 
 from cfginv_lite import make_guidance, timestep_grid
 from cfginv_lite.data import digit_prompt, real_digits
-from cfginv_lite.ddim import Guidance, invert_naive, sample_ddim
+from cfginv_lite.ddim import invert_naive, sample_ddim
+from cfginv_lite.guidance import Guidance
 from cfginv_lite.exact import invert_bdia, sample_bdia
 from cfginv_lite.editing import (
     SwapState,

@@ -1,4 +1,4 @@
-"""Exact-by-construction inversion (EDICT, BDIA) and the focused root finder."""
+"""Exact-by-construction inversion (EDICT, BDIA) and the fixed-point family with a per-step budget."""
 from __future__ import annotations
 
 import copy
@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from cfginv_lite import load_model, make_guidance, timestep_grid
-from cfginv_lite.compensate import invert_anderson
-from cfginv_lite.ddim import Guidance, invert_naive, sample_ddim
+from cfginv_lite.ddim import invert_naive, sample_ddim
+from cfginv_lite.guidance import Guidance
 from cfginv_lite.exact import invert_bdia, invert_edict, sample_bdia, sample_edict
 from cfginv_lite.methods import EXACT_WRT, METHODS, run_method
-from cfginv_lite.rootfind import invert_focused
+from cfginv_lite.fixed_point import HARD_LEVELS, budget_on_levels, invert_fixed_point
+from cfginv_lite.sampling import regenerate
 
 NAIVE_KEYS = {"step", "steps", "t_from", "t_to", "label_uncond", "label_cond", "latent", "latent_prev", "noise",
               "residual", "nfe"}
@@ -55,7 +56,8 @@ def test_round_trip_in_float32_is_at_round_off_far_below_ddim_exact_solvers(digi
     _, _, rec = _pair(method, model, z, grid, g)
     err = float((rec - z).abs().max())
     assert err < 1e-2                                  # measured ~5e-4 (round-off amplified over 20 steps)
-    anderson = sample_ddim(model, invert_anderson(model, z, grid, g, progress=False), grid, g, progress=False)
+    anderson = sample_ddim(model, invert_fixed_point(model, z, grid, g, budget=5, window=3, progress=False), grid, g,
+                          progress=False)
     assert float((anderson - z).abs().max()) > 10 * err
 
 
@@ -114,10 +116,9 @@ def test_callbacks_and_nfe(analytic_model):
     (sample_edict, {"partner": torch.zeros(1, 1, 4, 4)}, "partner"),
     (sample_bdia, {"partner": torch.zeros(2, 1, 3, 3)}, "shape"),
     (sample_bdia, {"partner": torch.full((2, 1, 4, 4), float("nan"))}, "NaN"),
-    (invert_focused, {"levels": (900, 100)}, "levels"),
-    (invert_focused, {"levels": 700}, "levels"),
-    (invert_focused, {"other_iterations": -1}, "other_iterations"),
-    (invert_focused, {"warm_start": "yes"}, "warm_start"),
+    (invert_fixed_point, {"budget": [4, 4]}, "budget has 2 entries"),
+    (invert_fixed_point, {"budget": lambda grid: [1]}, "budget has 1 entries"),
+    (invert_fixed_point, {"warm_start": "yes"}, "warm_start"),
 ])
 def test_bad_options_raise(analytic_model, fn, kwargs, message):
     z = torch.zeros(2, 1, 4, 4)
@@ -126,7 +127,7 @@ def test_bad_options_raise(analytic_model, fn, kwargs, message):
         fn(analytic_model, z, timestep_grid(4), g, progress=False, **kwargs)
 
 
-@pytest.mark.parametrize("fn", [invert_edict, sample_edict, invert_bdia, sample_bdia, invert_focused])
+@pytest.mark.parametrize("fn", [invert_edict, sample_edict, invert_bdia, sample_bdia, invert_fixed_point])
 def test_bad_latents_grid_and_guidance_raise(analytic_model, fn):
     g = make_guidance(analytic_model, ["a"], 3.0)
     with pytest.raises(ValueError, match="shape"):
@@ -137,35 +138,35 @@ def test_bad_latents_grid_and_guidance_raise(analytic_model, fn):
         fn(analytic_model, torch.zeros(1, 1, 4, 4), timestep_grid(4), 7.5, progress=False)
 
 
-def test_focused_with_no_iterations_is_naive_destination_and_its_default_cost(analytic_model):
+def test_budgeted_with_no_iterations_is_naive_destination_and_its_default_cost(analytic_model):
     z = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(4))
     g = make_guidance(analytic_model, ["a", "b"], 3.0)
     grid = timestep_grid(10)
     naive = invert_naive(analytic_model, z, grid, g, label="destination", progress=False)
     for ws in (False, True):   # no iterations: warm start has nothing to start
-        assert torch.equal(invert_focused(analytic_model, z, grid, g, iterations=0, other_iterations=0,
-                                          warm_start=ws, progress=False), naive)
+        assert torch.equal(invert_fixed_point(analytic_model, z, grid, g, budget=0, window=3, warm_start=ws,
+                                              progress=False), naive)
     rows: list[dict] = []
-    invert_focused(analytic_model, z, timestep_grid(20), g, divergence_factor=None, callback=rows.append,
-                   progress=False)
+    invert_fixed_point(analytic_model, z, timestep_grid(20), g, budget=budget_on_levels(4, HARD_LEVELS, 2), window=3,
+                       divergence_factor=None, callback=rows.append, progress=False)
     assert int(rows[-1]["nfe"].max()) == 148   # 40 + 4 it x 7 steps (levels <= 349) x 2 + 2 it x 13 steps x 2
 
 
-def test_focused_warm_start_changes_the_first_iterate_of_refined_steps_only(analytic_model):
+def test_budgeted_warm_start_changes_the_first_iterate_of_refined_steps_only(analytic_model):
     z = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(6))
     g = make_guidance(analytic_model, ["a", "b"], 7.5)
     grid = timestep_grid(6)
-    cold = invert_focused(analytic_model, z, grid, g, iterations=1, levels=(0, 1000), progress=False)
-    warm = invert_focused(analytic_model, z, grid, g, iterations=1, levels=(0, 1000), warm_start=True, progress=False)
+    cold = invert_fixed_point(analytic_model, z, grid, g, budget=1, window=3, progress=False)
+    warm = invert_fixed_point(analytic_model, z, grid, g, budget=1, window=3, warm_start=True, progress=False)
     assert not torch.equal(cold, warm)
 
 
-def test_focused_spends_iterations_on_the_noisy_levels_only(analytic_model):
+def test_budgeted_spends_iterations_on_the_noisy_levels_only(analytic_model):
     z = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(5))
     g = make_guidance(analytic_model, ["a", "b"], 3.0)
     rows: list[dict] = []
-    invert_focused(analytic_model, z, timestep_grid(20), g, iterations=4, levels=(700, 950), other_iterations=0,
-                   callback=rows.append, progress=False)
+    invert_fixed_point(analytic_model, z, timestep_grid(20), g, budget=budget_on_levels(4, (700, 950), 0), window=3,
+                       callback=rows.append, progress=False)
     refined = [r["t_to"] for r in rows if int(r["iterations"].max()) > 0]
     assert refined and all(700 <= t <= 950 for t in refined)
     assert int(rows[-1]["nfe"].max()) <= 40 + 2 * 4 * len(refined)
@@ -179,7 +180,7 @@ def test_registry_runs_the_new_methods_with_their_own_sampler(digits):
         res = run_method(name, model, z, grid, g)
         if nfe is not None:
             assert res.nfe == nfe and res.partner is not None
-            assert float((res.regenerate_own(model, grid) - z).abs().max()) < 1e-2
+            assert float((regenerate(model, res, grid, sampler="own") - z).abs().max()) < 1e-2
         else:
             assert res.sampler is None and res.partner is None
     assert set(EXACT_WRT) == set(METHODS)
@@ -200,5 +201,7 @@ def test_own_sampler_of_a_ddim_method_is_ddim(digits):
     model, z, g = digits
     grid = timestep_grid(5)
     res = run_method("naive", model, z, grid, g)
-    assert torch.equal(res.regenerate_own(model, grid), sample_ddim(model, res.latents, grid, g, progress=False))
+    assert torch.equal(regenerate(model, res, grid, sampler="own"), sample_ddim(model, res.latents, grid, g, progress=False))
+    with pytest.raises(ValueError, match='needs the InversionResult'):
+        regenerate(model, res.latents, grid, g, sampler="own")
     assert isinstance(res.guidance, Guidance)

@@ -26,7 +26,7 @@ from PIL import Image
 
 import cfginv_lite as cl
 from cfginv_lite import cli
-from cfginv_lite.ddim import check_grid, check_latents
+from cfginv_lite.validation import check_grid, check_latents
 from cfginv_lite.experiment import generate, reconstruct, reconstruct_samplers, seeded_noise
 from cfginv_lite.images import load_image
 from cfginv_lite.models import digits as digits_module

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from cfginv_lite.ddim import Guidance, guided_noise, invert_naive, make_guidance, sample_ddim
+from cfginv_lite.ddim import invert_naive, sample_ddim
+from cfginv_lite.guidance import Guidance, guided_noise, make_guidance
 from cfginv_lite.images import load_image
 from cfginv_lite.models import load_model
 from cfginv_lite.models.stable_diffusion import (

@@ -3,8 +3,8 @@ from functools import partial
 from cfginv_lite import load_model, timestep_grid
 from cfginv_lite.evidence import digit_sets, evaluate, spread, median_ratio
 from cfginv_lite.methods import run_solver
-from cfginv_lite.rootfind import invert_focused
-from cfginv_lite.compensate import invert_anderson
+from cfginv_lite.fixed_point import invert_focused
+from cfginv_lite.fixed_point import invert_anderson
 import cfginv_lite.methods as M
 m = load_model("digits"); grid = timestep_grid(20)
 sets = digit_sets(m, 7.5, grid, cases=("real",))
