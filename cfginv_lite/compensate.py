@@ -158,49 +158,62 @@ def invert_original(
         refine_skip=refine_skip, tless_factor=tless_factor, error_threshold=error_threshold,
         decay_tolerance=decay_tolerance, lr_decay=lr_decay, lr_decay_mode=lr_decay_mode,
         divergence_factor=divergence_factor, integer_labels=integer_labels)
-    abar, steps, batch, numel, dev = model.alphas_cumprod, len(grid) - 1, z.shape[0], z[0].numel(), z.device
-    threshold, tolerance = scaled_threshold(o.error_threshold, numel), scaled_threshold(o.decay_tolerance, numel)
-    guard, nfe = FiniteGuard(dev), torch.zeros(batch, dtype=torch.long, device=dev)
-    per_image = lambda v: torch.full((batch,), v, dtype=torch.float64, device=dev)  # noqa: E731
+    abar, steps, dev = model.alphas_cumprod, len(grid) - 1, z.device
+    guard, nfe = FiniteGuard(dev), torch.zeros(z.shape[0], dtype=torch.long, device=dev)
     for i in tqdm(range(steps), desc="invert_original", disable=not progress, leave=False):
         t, t1 = grid[i], grid[i + 1]
-        a_t, a_t1 = float(abar[t]), float(abar[t1])
         noise = guided_noise(model, z, t, t, guidance).guided            # 1. naive step, source label
-        zr = best = move(z, noise, a_t, a_t1)
+        z1 = move(z, noise, float(abar[t]), float(abar[t1]))
         n = o.refine_iterations if o.refined(i, steps) else 0            # 2. refine the noisiest steps
         labels = _original_labels(t, t1, o.tless_factor, o.integer_labels) if n else (float(t), float(t))
-        min_err, lr, active = per_image(1e10), per_image(o.refine_strength), torch.full((batch,), n > 0, device=dev)
-        stopped = torch.full((batch,), Stop.MAX_ITER if n else Stop.SKIPPED, device=dev)
-        evals, errors = torch.zeros(batch, dtype=torch.long, device=dev), []
-        for _ in range(n):
-            if all_stopped(active):
-                break
-            e = guided_noise(model, zr, *labels, guidance).guided        # eps_w(zr; tless, t)
-            back = move(zr, e, a_t1, a_t)                                # one sampling step back down
-            err = (z - back).abs().flatten(1).sum(1).double()            # the seed's sum|z - back|
-            noise, evals = where_image(active, e, noise), evals + active
-            errors.append(torch.where(active, err, math.nan) / numel)
-            improved = active & torch.isfinite(err) & (err < min_err)    # keep the best zr
-            best = where_image(improved, zr, best)
-            prev_min, min_err = min_err, torch.where(improved, err, min_err)
-            hit = active & (min_err < threshold)                         # early stop
-            grew = torch.zeros_like(hit) if o.divergence_factor is None else err > o.divergence_factor * min_err
-            bad = active & ~hit & (~torch.isfinite(err) | grew)          # diverged: stop, keep the best
-            go = active & ~hit & ~bad
-            reference = min_err if o.lr_decay_mode == "faithful" else prev_min
-            lr = torch.where(go & (reference - err < tolerance), lr * o.lr_decay, lr)
-            zr = where_image(go, zr + (z - back) * lr.to(z.dtype).view(-1, 1, 1, 1), zr)   # zr += (z - back) * lr
-            stopped = torch.where(hit, Stop.THRESHOLD, torch.where(bad, Stop.DIVERGED, stopped))
-            active = go
-        nfe += 2 + 2 * evals
+        best, noise, r = _refine(model, z, z1, noise, (float(abar[t]), float(abar[t1])), labels, guidance, n, o)
+        nfe += 2 + 2 * r["iterations"]
         guard.update(i, best)
         if callback is not None:
-            rows = torch.stack(errors) if errors else min_err.new_empty(0, batch)
-            callback(step_info(i, steps, t, t1, labels, best, z, noise, nfe, torch.where(evals > 0, min_err / numel,
-                               math.nan), residuals=rows, iterations=evals, stopped=stopped))
+            callback(step_info(i, steps, t, t1, labels, best, z, noise, nfe, **r))
         z = best
     guard.raise_if_bad("invert_original", grid, +1)
     return z
+
+
+def _refine(model: Any, z: torch.Tensor, zr: torch.Tensor, noise: torch.Tensor, abars: tuple[float, float],
+            labels: tuple[float, float], guidance: Guidance, n: int, o: OriginalOptions,
+            ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """Step 2 of the seed's loop on one step ``t -> t1``: up to ``n`` refinements of the naive ``zr``.
+
+    Returns the best iterate, the noise of each image's last evaluation, and the record's
+    ``residual``, ``residuals``, ``iterations`` and ``stopped`` (per image, on the device).
+    """
+    (a_t, a_t1), batch, numel, dev = abars, z.shape[0], z[0].numel(), z.device
+    threshold, tolerance = scaled_threshold(o.error_threshold, numel), scaled_threshold(o.decay_tolerance, numel)
+    best, min_err = zr, torch.full((batch,), 1e10, dtype=torch.float64, device=dev)
+    lr = torch.full((batch,), o.refine_strength, dtype=torch.float64, device=dev)
+    active = torch.full((batch,), n > 0, device=dev)
+    stopped = torch.full((batch,), Stop.MAX_ITER if n else Stop.SKIPPED, device=dev)
+    evals, errors = torch.zeros(batch, dtype=torch.long, device=dev), []
+    for _ in range(n):
+        if all_stopped(active):
+            break
+        e = guided_noise(model, zr, *labels, guidance).guided            # eps_w(zr; tless, t)
+        back = move(zr, e, a_t1, a_t)                                    # one sampling step back down
+        err = (z - back).abs().flatten(1).sum(1).double()                # the seed's sum|z - back|
+        noise, evals = where_image(active, e, noise), evals + active
+        errors.append(torch.where(active, err, math.nan) / numel)
+        improved = active & torch.isfinite(err) & (err < min_err)        # keep the best zr
+        best = where_image(improved, zr, best)
+        prev_min, min_err = min_err, torch.where(improved, err, min_err)
+        hit = active & (min_err < threshold)                             # early stop
+        grew = torch.zeros_like(hit) if o.divergence_factor is None else err > o.divergence_factor * min_err
+        bad = active & ~hit & (~torch.isfinite(err) | grew)              # diverged: stop, keep the best
+        go = active & ~hit & ~bad
+        reference = min_err if o.lr_decay_mode == "faithful" else prev_min
+        lr = torch.where(go & (reference - err < tolerance), lr * o.lr_decay, lr)
+        zr = where_image(go, zr + (z - back) * lr.to(z.dtype).view(-1, 1, 1, 1), zr)   # zr += (z - back) * lr
+        stopped = torch.where(hit, Stop.THRESHOLD, torch.where(bad, Stop.DIVERGED, stopped))
+        active = go
+    rows = torch.stack(errors) if errors else min_err.new_empty(0, batch)
+    residual = torch.where(evals > 0, min_err / numel, math.nan)
+    return best, noise, dict(residual=residual, residuals=rows, iterations=evals, stopped=stopped)
 
 
 __all__ = ["LrDecayMode", "OriginalOptions", "REFERENCE_NUMEL", "invert_original", "scaled_threshold"]
