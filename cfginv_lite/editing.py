@@ -21,8 +21,7 @@ Attention control goes through diffusers' public attention-processor API:
 ``unet.set_attn_processor`` and restores the previous processors afterwards. It works for
 every model in the package with a diffusers ``unet`` (the digits model, Stable Diffusion).
 
-Preservation proxies for handwritten digits (:func:`style_features`, :func:`style_distance`)
-measure how much of the source's style (stroke thickness, slant, position) an edit keeps.
+How much of the source's style an edit keeps is measured in :mod:`cfginv_lite.style_metrics`.
 """
 from __future__ import annotations
 
@@ -31,7 +30,6 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -45,7 +43,7 @@ from .ddim import (
     check_latents,
     move,
 )
-from .exact import _check_gamma
+from .exact import _check_gamma, bdia_step
 from .validation import as_prompt_list, check_fraction, check_int
 
 
@@ -231,9 +229,9 @@ def edit(
 
     ``partner``: edit a BDIA inversion (:func:`cfginv_lite.exact.invert_bdia` returns the pair
     ``(z_N, z_{N-1})``; pass ``noise=z_N, partner=z_{N-1}`` and its ``gamma``). Both rows then
-    take BDIA's sampling step (Zhang et al. 2024, eq. 16; :func:`cfginv_lite.exact.sample_bdia`)
-    instead of DDIM's, the sampler that pair is exact for, over the ``N - 1`` steps below
-    ``z_{N-1}``; ``tau`` counts those steps. ``start_step`` must then be 0.
+    take BDIA's sampling step (Zhang et al. 2024; :func:`cfginv_lite.exact.bdia_step`, the step of
+    :func:`~cfginv_lite.exact.sample_bdia`) instead of DDIM's, the sampler that pair is exact for,
+    over the ``N - 1`` steps below ``z_{N-1}``; ``tau`` counts those steps. ``start_step`` must then be 0.
     """
     z = check_latents(model, noise)
     grid = check_grid(grid, len(model.alphas_cumprod))
@@ -291,13 +289,14 @@ def edit(
             nfe += 2
             eps_src = eu_src + w * (ec_src - eu_src)
             eps_edit = eu_edit + w * (ec_edit - eu_edit)
-            src_next = move(z_src, eps_src, float(abar[s]), float(abar[r]))
-            edit_next = move(z_edit, eps_edit, float(abar[s]), float(abar[r]))
-            if bdia:   # + gamma * (the state above - DDIM's step back up to it)
-                up = float(abar[grid[steps - i + 1]])
-                src_next = src_next + gamma * (up_src - move(z_src, eps_src, float(abar[s]), up))
-                edit_next = edit_next + gamma * (up_edit - move(z_edit, eps_edit, float(abar[s]), up))
+            a_s, a_r = float(abar[s]), float(abar[r])
+            if bdia:   # BDIA's step (the sampler the pair is exact for), from the state one step further up
+                a_up = float(abar[grid[steps - i + 1]])
+                src_next = bdia_step(z_src, up_src, eps_src, a_s, a_r, a_up, gamma)
+                edit_next = bdia_step(z_edit, up_edit, eps_edit, a_s, a_r, a_up, gamma)
                 up_src, up_edit = z_src, z_edit
+            else:      # DDIM's step (eq. 12, sigma = 0)
+                src_next, edit_next = move(z_src, eps_src, a_s, a_r), move(z_edit, eps_edit, a_s, a_r)
             guard.update(i, edit_next)
             if callback is not None:
                 callback(dict(step=i, steps=steps, t_from=s, t_to=r, label_uncond=s, label_cond=s, latent=edit_next,
@@ -309,58 +308,5 @@ def edit(
     return EditResult(edited=z_edit, reconstructed=z_src)
 
 
-# --------------------------------------------------------------------------- preservation proxies
-STYLE_FEATURES: tuple[str, ...] = ("ink", "slant", "row", "column")
-
-
-def style_features(images: torch.Tensor) -> np.ndarray:
-    """Per image ``(B, 4)``: ink, slant, centroid row, centroid column of a digit image.
-
-    Images ``(B, 1, H, W)`` in ``[-1, 1]`` (ink = bright); ``p = (x + 1) / 2`` is the ink
-    density. *ink*: mean density (stroke thickness and length); *row*, *column*: the
-    centroid in pixels; *slant*: ``mu11 / mu02`` from the central second moments (the
-    horizontal shift per row of a sheared stroke, as in the classic deskewing of digit
-    images: x' = x - slant * (y - row)). Grey background counts as half ink, so compare
-    images of one kind.
-    """
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 1:
-        raise ValueError(f"images must be a tensor (B, 1, H, W), got "
-                         f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}")
-    p = ((images.detach().double().cpu().clamp(-1, 1) + 1) / 2)[:, 0]
-    h, w = p.shape[-2:]
-    ys = torch.arange(h, dtype=torch.float64).view(1, h, 1)
-    xs = torch.arange(w, dtype=torch.float64).view(1, 1, w)
-    mass = p.sum((1, 2)).clamp_min(1e-9)
-    row = (p * ys).sum((1, 2)) / mass
-    col = (p * xs).sum((1, 2)) / mass
-    dy, dx = ys - row.view(-1, 1, 1), xs - col.view(-1, 1, 1)
-    mu11 = (p * dx * dy).sum((1, 2)) / mass
-    mu02 = (p * dy * dy).sum((1, 2)) / mass
-    slant = mu11 / mu02.clamp_min(1e-9)
-    return torch.stack([p.mean((1, 2)), slant, row, col], 1).numpy()
-
-
-def style_scales(reference: torch.Tensor) -> np.ndarray:
-    """Interquartile range of each style feature over ``reference`` images (the units of :func:`style_distance`)."""
-    f = style_features(reference)
-    q25, q75 = np.percentile(f, [25, 75], axis=0)
-    return q75 - q25
-
-
-def style_distance(a: torch.Tensor, b: torch.Tensor, scales: np.ndarray) -> np.ndarray:
-    """Per image: ``sqrt(mean_k ((f_k(a) - f_k(b)) / scale_k)^2)`` over the four style features.
-
-    0 means the same ink, slant and position; 1 means a typical (one IQR) difference per
-    feature. Compare an edit with its source against a control of unrelated images.
-    """
-    fa, fb = style_features(a), style_features(b)
-    if fa.shape != fb.shape:
-        raise ValueError(f"style_distance needs two batches of one size, got {len(fa)} and {len(fb)}")
-    scales = np.asarray(scales, dtype=np.float64)
-    if scales.shape != (len(STYLE_FEATURES),) or not (scales > 0).all():
-        raise ValueError(f"scales must be {len(STYLE_FEATURES)} positive numbers (style_scales), got {scales}")
-    return np.sqrt((((fa - fb) / scales) ** 2).mean(1))
-
-
-__all__ = ["EditResult", "STYLE_FEATURES", "SwapState", "WordSwapAttention", "attention_control", "changed_tokens",
-           "edit", "partial_grid", "style_distance", "style_features", "style_scales"]
+__all__ = ["EditResult", "SwapState", "WordSwapAttention", "attention_control", "changed_tokens", "edit",
+           "partial_grid"]

@@ -181,6 +181,19 @@ def _unmove(z_to: torch.Tensor, eps: torch.Tensor, abar_from: float, abar_to: fl
 
 
 # --------------------------------------------------------------------------- BDIA
+def bdia_step(z: torch.Tensor, z_up: torch.Tensor, noise: torch.Tensor, abar_s: float, abar_r: float,
+              abar_up: float, gamma: float) -> torch.Tensor:
+    """One BDIA-DDIM sampling step (Zhang et al. 2024, the BDIA-DDIM update), ``z_i -> z_{i-1}``::
+
+        z_{i-1} = move(z_i, e_i, s -> r) + gamma * (z_{i+1} - move(z_i, e_i, s -> up))
+
+    ``z = z_i`` at level ``s`` (``abar_s``), ``z_up = z_{i+1}`` the state visited before it at
+    level ``up``, ``noise = e_i`` the guided noise at ``z_i``. Used by :func:`sample_bdia` and by
+    :func:`cfginv_lite.editing.edit` on a BDIA pair; ``gamma`` is not checked here.
+    """
+    return move(z, noise, abar_s, abar_r) + gamma * (z_up - move(z, noise, abar_s, abar_up))
+
+
 def sample_bdia(
     model: Any,
     latents: torch.Tensor,
@@ -196,7 +209,7 @@ def sample_bdia(
 
     With ``z_i`` the state at level ``ts[i]`` and ``e_i = eps_w(z_i; ts[i])``::
 
-        z_{i-1} = move(z_i, e_i, i -> i-1) + gamma * (z_{i+1} - move(z_i, e_i, i -> i+1))
+        z_{i-1} = move(z_i, e_i, i -> i-1) + gamma * (z_{i+1} - move(z_i, e_i, i -> i+1))   # bdia_step
 
     the DDIM step plus ``gamma`` times the error of the *backward* DDIM step from ``z_i`` to
     the state actually visited before it (``gamma = 0``: DDIM; ``1``: fully bidirectional;
@@ -221,8 +234,7 @@ def sample_bdia(
     for i in tqdm(range(1, steps), desc="BDIA sampling", disable=not progress, leave=False):
         up, s, r = grid[steps - i + 1], grid[steps - i], grid[steps - i - 1]
         noise = guided_noise(model, z, s, s, guidance, sampling_step=i).guided
-        z_prev = move(z, noise, float(abar[s]), float(abar[r])) + gamma * (
-            z_next - move(z, noise, float(abar[s]), float(abar[up])))
+        z_prev = bdia_step(z, z_next, noise, float(abar[s]), float(abar[r]), float(abar[up]), gamma)
         nfe += 2
         guard.update(i, z_prev)
         _report(callback, i, steps, s, r, z_prev, z, z, noise, nfe)
@@ -276,4 +288,4 @@ def invert_bdia(
     return z, z_prev
 
 
-__all__ = ["BDIA_GAMMA_HALF", "EDICT_MIX", "invert_bdia", "invert_edict", "sample_bdia", "sample_edict"]
+__all__ = ["BDIA_GAMMA_HALF", "EDICT_MIX", "bdia_step", "invert_bdia", "invert_edict", "sample_bdia", "sample_edict"]
