@@ -5,7 +5,7 @@ into **all nine** other digits (``90 x per_digit`` edits per method and tau), fr
 inversion method at guidance ``--cfg``, with the prompt-to-prompt word swap active for the
 first ``tau`` of the steps (:func:`cfginv_lite.editing.edit`). Per (method, tau): edit
 success (the quality gate's classifier reads the target digit), the style distance to the
-source (:func:`cfginv_lite.editing.style_distance`) as a median with IQR and bootstrap 95%
+source (:func:`cfginv_lite.style_metrics.style_distance`) as a median with IQR and bootstrap 95%
 interval, and its ratio to a control of unrelated generated target digits.
 
 Results are written to a JSON file after every method (``--resume`` skips methods already
@@ -31,11 +31,12 @@ import torch
 
 from cfginv_lite import load_model, make_guidance, timestep_grid
 from cfginv_lite.data import digit_prompt, load_digit_images, real_digit_set, train_digit_classifier
-from cfginv_lite.editing import edit, style_distance, style_scales
+from cfginv_lite.editing import edit
 from cfginv_lite.evidence import median_ratio, spread
 from cfginv_lite.experiment import generate
 from cfginv_lite.methods import run_method
 from cfginv_lite.outputs import write_text_atomic
+from cfginv_lite.style_metrics import style_distance, style_scales
 
 TOOL = "benchmarks/editing.py"
 HEADER = "# Editing real digits: success and preservation per inversion method and tau"

@@ -10,7 +10,7 @@ from ``docs/published-figures.md``; citations, never measurements of this projec
 Two kinds of rows are not plain reconstructions. *Editing* rows (``kind="edit"``) edit each
 real image into another digit with prompt-to-prompt (tau 0.5, 10 steps) from two inversions
 and compare preservation (the style distance of the edit to its source,
-:func:`cfginv_lite.editing.style_distance`) and success (a classifier the model's training
+:func:`cfginv_lite.style_metrics.style_distance`) and success (a classifier the model's training
 images taught reads the target digit). *Calibrated* rows run at each model's own CFG where
 naive inversion's median error reaches k x its CFG-1 error (``docs/calibration.json``), so
 the models are compared at the same failure severity instead of the same knob setting.
@@ -197,7 +197,7 @@ class ModelRunner:
         """The editing set (built once): the real images, one other target digit each, the judge and style units."""
         if self._edit_inputs is None:
             from cfginv_lite.data import digit_prompt, heldout_indices, load_digit_images, train_digit_classifier
-            from cfginv_lite.editing import style_scales
+            from cfginv_lite.style_metrics import style_scales
 
             real = digit_sets(self.model, 7.5, self.grid(10), per_digit=self.per_digit, seed=0, cases=["real"])["real"]
             targets = [(d + 1 + k % 9) % 10 for k, d in enumerate(real.labels)]   # every other digit in turn
@@ -221,7 +221,8 @@ class ModelRunner:
     def edit_scores(self, run: Run) -> dict[str, np.ndarray]:
         """Per image: style distance of the edit to its source, success (bool), reconstruction RMSE."""
         if run not in self.edits:
-            from cfginv_lite.editing import edit, style_distance
+            from cfginv_lite.editing import edit
+            from cfginv_lite.style_metrics import style_distance
             from cfginv_lite import make_guidance
             from cfginv_lite.methods import run_method
 
@@ -567,7 +568,7 @@ def markdown(state: dict[str, Any]) -> str:
              "Editing rows (`edit-*`): each real image is edited into another digit (prompt-to-prompt word swap for "
              f"the first {EDIT_TAU:g} of 10 steps, CFG 7.5) from inversion a and from inversion b; the values are "
              "style distances of the edit to its source (ink, slant and position in units of their IQR, "
-             "`cfginv_lite.editing.style_distance`; lower = better preserved), *success* = fraction of edits the "
+             "`cfginv_lite.style_metrics.style_distance`; lower = better preserved), *success* = fraction of edits the "
              "model's judge (an SVM fitted on that model's training images) reads as the target digit. "
              "Calibrated rows (`author-2x` ...): each model at its own CFG where naive inversion's median error, at "
              "the row's step count, reaches 2x/4x/8x its CFG-1 error (`docs/calibration_50steps.md` for the "

@@ -21,8 +21,7 @@ Attention control goes through diffusers' public attention-processor API:
 ``unet.set_attn_processor`` and restores the previous processors afterwards. It works for
 every model in the package with a diffusers ``unet`` (the digits model, Stable Diffusion).
 
-Preservation proxies for handwritten digits (:func:`style_features`, :func:`style_distance`)
-measure how much of the source's style (stroke thickness, slant, position) an edit keeps.
+How much of the source's style an edit keeps is measured in :mod:`cfginv_lite.style_metrics`.
 """
 from __future__ import annotations
 
@@ -31,17 +30,14 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .ddim import move
-from .guidance import expand_batch as _expand_batch
-from .guidance import check_guidance, Guidance
-from .records import StepCallback
-from .validation import check_grid, check_latents, FiniteGuard
-from .exact import _check_gamma
-from .validation import as_prompt_list, check_fraction, check_int
+from .exact import bdia_step, check_bdia_gamma
+from .guidance import Guidance, cfg_combine, check_guidance, expand_batch
+from .records import StepCallback, step_info
+from .validation import FiniteGuard, as_prompt_list, check_fraction, check_grid, check_int, check_latents
 
 
 # --------------------------------------------------------------------------- attention control
@@ -191,6 +187,7 @@ def partial_grid(grid: Sequence[int], start_step: int) -> list[int]:
     return grid[:len(grid) - k]
 
 
+@torch.no_grad()
 def edit(
     model: Any,
     noise: torch.Tensor,
@@ -226,17 +223,57 @@ def edit(
 
     ``partner``: edit a BDIA inversion (:func:`cfginv_lite.exact.invert_bdia` returns the pair
     ``(z_N, z_{N-1})``; pass ``noise=z_N, partner=z_{N-1}`` and its ``gamma``). Both rows then
-    take BDIA's sampling step (Zhang et al. 2024, eq. 16; :func:`cfginv_lite.exact.sample_bdia`)
-    instead of DDIM's, the sampler that pair is exact for, over the ``N - 1`` steps below
-    ``z_{N-1}``; ``tau`` counts those steps. ``start_step`` must then be 0.
+    take BDIA's sampling step (Zhang et al. 2024; :func:`cfginv_lite.exact.bdia_step`, the step of
+    :func:`~cfginv_lite.exact.sample_bdia`) instead of DDIM's, the sampler that pair is exact for,
+    over the ``N - 1`` steps below ``z_{N-1}``; ``tau`` counts those steps. ``start_step`` must then be 0.
     """
     z = check_latents(model, noise)
     grid = check_grid(grid, len(model.alphas_cumprod))
     check_guidance(guidance).check_grid(grid)
-    tau = check_fraction("tau", tau)
-    steps = len(grid) - 1
+    tau, steps, batch = check_fraction("tau", tau), len(grid) - 1, z.shape[0]
     start_step = check_int("start_step", start_step, 0, steps - 1)
-    batch = z.shape[0]
+    source_emb, target_emb = _edit_embeddings(model, guidance, target, tokens, batch)
+    bdia = partner is not None
+    gamma = _check_bdia_pair(z, partner, gamma, start_step) if bdia else gamma
+    first = 1 if bdia else start_step                  # BDIA: the pair already holds the top step
+    n_replace = int(math.floor(tau * (steps - first) + 0.5))
+    abar, state, guard, nfe = model.alphas_cumprod, SwapState(batch=batch, tokens=tokens), FiniteGuard(z.device), 0
+    z_src = z_edit = up_src = up_edit = z
+    if bdia:                                           # BDIA keeps the state one step further up
+        z_src = z_edit = partner.to(z.dtype)
+    with attention_control(model, state):
+        for i in tqdm(range(first, steps), desc="BDIA editing" if bdia else "DDIM editing", disable=not progress,
+                      leave=False):
+            s, r = grid[steps - i], grid[steps - i - 1]
+            uncond = expand_batch(guidance.uncond_at(i), batch, "unconditional embeddings")
+            state.active = (i - first) < n_replace
+            labels = torch.full((4 * batch,), float(s), dtype=torch.float32, device=z.device)
+            eps = model.predict_noise(torch.cat([z_src, z_edit, z_src, z_edit]), labels,
+                                      torch.cat([uncond, uncond, source_emb, target_emb]))
+            eu_src, eu_edit, ec_src, ec_edit = eps.chunk(4)
+            eps_src, eps_edit = cfg_combine(eu_src, ec_src, guidance.scale), cfg_combine(eu_edit, ec_edit, guidance.scale)
+            nfe += 2
+            a_s, a_r = float(abar[s]), float(abar[r])
+            if bdia:   # BDIA's step (the sampler the pair is exact for), from the state one step further up
+                a_up = float(abar[grid[steps - i + 1]])
+                src_next = bdia_step(z_src, up_src, eps_src, a_s, a_r, a_up, gamma)
+                edit_next = bdia_step(z_edit, up_edit, eps_edit, a_s, a_r, a_up, gamma)
+                up_src, up_edit = z_src, z_edit
+            else:      # DDIM's step (eq. 12, sigma = 0)
+                src_next, edit_next = move(z_src, eps_src, a_s, a_r), move(z_edit, eps_edit, a_s, a_r)
+            guard.update(i, edit_next)
+            if callback is not None:
+                callback(step_info(i, steps, s, r, (s, s), edit_next, z_edit, eps_edit, nfe, source=src_next,
+                                   replaced=state.active))
+            z_src, z_edit = src_next, edit_next
+        state.active = False
+    guard.raise_if_bad("edit", grid, -1)
+    return EditResult(edited=z_edit, reconstructed=z_src)
+
+
+def _edit_embeddings(model: Any, guidance: Guidance, target: Sequence[str] | str | torch.Tensor,
+                     tokens: torch.Tensor | None, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The source (``guidance.cond``) and target embeddings, one per image; checks ``tokens``."""
     if isinstance(target, torch.Tensor):
         target_emb = target.to(model.device)
     else:
@@ -244,8 +281,8 @@ def edit(
         if len(prompts) not in (1, batch):
             raise ValueError(f"{len(prompts)} target prompts for {batch} images")
         target_emb = model.encode_prompt(prompts)
-    target_emb = _expand_batch(target_emb, batch, "target embeddings")
-    source_emb = _expand_batch(guidance.cond, batch, "conditional embeddings")
+    target_emb = expand_batch(target_emb, batch, "target embeddings")
+    source_emb = expand_batch(guidance.cond, batch, "conditional embeddings")
     if target_emb.shape[1:] != source_emb.shape[1:]:
         raise ValueError(f"target embeddings {tuple(target_emb.shape[1:])} differ in shape from the source's "
                          f"{tuple(source_emb.shape[1:])}")
@@ -253,109 +290,19 @@ def edit(
         if not isinstance(tokens, torch.Tensor) or tokens.dtype != torch.bool or tokens.ndim not in (1, 2) or (
                 tokens.shape[-1] != source_emb.shape[1]) or (tokens.ndim == 2 and tokens.shape[0] != batch):
             raise ValueError(f"tokens must be a bool mask (L,) or (B, L) with L = {source_emb.shape[1]}, B = {batch}")
-    bdia = partner is not None
-    if bdia:
-        if start_step:
-            raise ValueError("start_step must be 0 when editing a BDIA pair (partner=...)")
-        gamma = _check_gamma(gamma)
-        if not isinstance(partner, torch.Tensor) or partner.shape != z.shape:
-            raise ValueError(f"partner must be a tensor shaped like noise {tuple(z.shape)}, got "
-                             f"{tuple(partner.shape) if isinstance(partner, torch.Tensor) else type(partner).__name__}")
-    first = 1 if bdia else start_step                  # BDIA: the pair already holds the top step
-    n_run = steps - first
-    n_replace = int(math.floor(tau * n_run + 0.5))
-    abar = model.alphas_cumprod
-    state = SwapState(batch=batch, tokens=tokens)
-    guard = FiniteGuard(z.device)
-    z_src = z_edit = z
-    if bdia:                                           # BDIA keeps the state one step further up
-        up_src = up_edit = z
-        z_src = z_edit = partner.to(z.dtype)
-    nfe = 0
-    w = guidance.scale
-    with attention_control(model, state):
-        for i in tqdm(range(first, steps), desc="BDIA editing" if bdia else "DDIM editing", disable=not progress,
-                      leave=False):
-            s, r = grid[steps - i], grid[steps - i - 1]
-            uncond = _expand_batch(guidance.uncond_at(i), batch, "unconditional embeddings")
-            state.active = (i - first) < n_replace
-            labels = torch.full((4 * batch,), float(s), dtype=torch.float32, device=z.device)
-            eps = model.predict_noise(torch.cat([z_src, z_edit, z_src, z_edit]), labels,
-                                      torch.cat([uncond, uncond, source_emb, target_emb]))
-            eu_src, eu_edit, ec_src, ec_edit = eps.chunk(4)
-            nfe += 2
-            eps_src = eu_src + w * (ec_src - eu_src)
-            eps_edit = eu_edit + w * (ec_edit - eu_edit)
-            src_next = move(z_src, eps_src, float(abar[s]), float(abar[r]))
-            edit_next = move(z_edit, eps_edit, float(abar[s]), float(abar[r]))
-            if bdia:   # + gamma * (the state above - DDIM's step back up to it)
-                up = float(abar[grid[steps - i + 1]])
-                src_next = src_next + gamma * (up_src - move(z_src, eps_src, float(abar[s]), up))
-                edit_next = edit_next + gamma * (up_edit - move(z_edit, eps_edit, float(abar[s]), up))
-                up_src, up_edit = z_src, z_edit
-            guard.update(i, edit_next)
-            if callback is not None:
-                callback(dict(step=i, steps=steps, t_from=s, t_to=r, label_uncond=s, label_cond=s, latent=edit_next,
-                              latent_prev=z_edit, noise=eps_edit, residual=None, nfe=nfe, source=src_next,
-                              replaced=state.active))
-            z_src, z_edit = src_next, edit_next
-        state.active = False
-    guard.raise_if_bad("edit", grid, -1)
-    return EditResult(edited=z_edit, reconstructed=z_src)
+    return source_emb, target_emb
 
 
-# --------------------------------------------------------------------------- preservation proxies
-STYLE_FEATURES: tuple[str, ...] = ("ink", "slant", "row", "column")
+def _check_bdia_pair(z: torch.Tensor, partner: Any, gamma: Any, start_step: int) -> float:
+    """A BDIA pair to edit: a partner shaped like the noise, BDIA's gamma, and the whole grid."""
+    if start_step:
+        raise ValueError("start_step must be 0 when editing a BDIA pair (partner=...)")
+    gamma = check_bdia_gamma(gamma)
+    if not isinstance(partner, torch.Tensor) or partner.shape != z.shape:
+        raise ValueError(f"partner must be a tensor shaped like noise {tuple(z.shape)}, got "
+                         f"{tuple(partner.shape) if isinstance(partner, torch.Tensor) else type(partner).__name__}")
+    return gamma
 
 
-def style_features(images: torch.Tensor) -> np.ndarray:
-    """Per image ``(B, 4)``: ink, slant, centroid row, centroid column of a digit image.
-
-    Images ``(B, 1, H, W)`` in ``[-1, 1]`` (ink = bright); ``p = (x + 1) / 2`` is the ink
-    density. *ink*: mean density (stroke thickness and length); *row*, *column*: the
-    centroid in pixels; *slant*: ``mu11 / mu02`` from the central second moments (the
-    horizontal shift per row of a sheared stroke, as in the classic deskewing of digit
-    images: x' = x - slant * (y - row)). Grey background counts as half ink, so compare
-    images of one kind.
-    """
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 1:
-        raise ValueError(f"images must be a tensor (B, 1, H, W), got "
-                         f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}")
-    p = ((images.detach().double().cpu().clamp(-1, 1) + 1) / 2)[:, 0]
-    h, w = p.shape[-2:]
-    ys = torch.arange(h, dtype=torch.float64).view(1, h, 1)
-    xs = torch.arange(w, dtype=torch.float64).view(1, 1, w)
-    mass = p.sum((1, 2)).clamp_min(1e-9)
-    row = (p * ys).sum((1, 2)) / mass
-    col = (p * xs).sum((1, 2)) / mass
-    dy, dx = ys - row.view(-1, 1, 1), xs - col.view(-1, 1, 1)
-    mu11 = (p * dx * dy).sum((1, 2)) / mass
-    mu02 = (p * dy * dy).sum((1, 2)) / mass
-    slant = mu11 / mu02.clamp_min(1e-9)
-    return torch.stack([p.mean((1, 2)), slant, row, col], 1).numpy()
-
-
-def style_scales(reference: torch.Tensor) -> np.ndarray:
-    """Interquartile range of each style feature over ``reference`` images (the units of :func:`style_distance`)."""
-    f = style_features(reference)
-    q25, q75 = np.percentile(f, [25, 75], axis=0)
-    return q75 - q25
-
-
-def style_distance(a: torch.Tensor, b: torch.Tensor, scales: np.ndarray) -> np.ndarray:
-    """Per image: ``sqrt(mean_k ((f_k(a) - f_k(b)) / scale_k)^2)`` over the four style features.
-
-    0 means the same ink, slant and position; 1 means a typical (one IQR) difference per
-    feature. Compare an edit with its source against a control of unrelated images.
-    """
-    fa, fb = style_features(a), style_features(b)
-    if fa.shape != fb.shape:
-        raise ValueError(f"style_distance needs two batches of one size, got {len(fa)} and {len(fb)}")
-    scales = np.asarray(scales, dtype=np.float64)
-    if scales.shape != (len(STYLE_FEATURES),) or not (scales > 0).all():
-        raise ValueError(f"scales must be {len(STYLE_FEATURES)} positive numbers (style_scales), got {scales}")
-    return np.sqrt((((fa - fb) / scales) ** 2).mean(1))
-
-
-__all__ = ["EditResult", "STYLE_FEATURES", "SwapState", "WordSwapAttention", "attention_control", "changed_tokens",
-           "edit", "partial_grid", "style_distance", "style_features", "style_scales"]
+__all__ = ["EditResult", "SwapState", "WordSwapAttention", "attention_control", "changed_tokens", "edit",
+           "partial_grid"]

@@ -31,9 +31,9 @@ import torch
 
 from .data import digit_prompt, real_digit_set, split_digit_set
 from .guidance import check_guidance_scale, make_guidance
-from .records import StepCallback, Stop
+from .records import InversionResult, StepCallback, Stop
 from .sampling import generate
-from .methods import run_method
+from .methods import MethodSpec, resolve_method
 from .metrics import image_rmse, psnr, rmse
 from .sampling import regenerate
 from .validation import check_int, check_seed
@@ -146,21 +146,22 @@ class DivergenceTracker:
 
 
 def evaluate(model: Any, sets: Mapping[str, InputSet] | Sequence[InputSet], scale: float, grid: Sequence[int],
-             method: str = "naive", *, sampler: str = "ddim", callback: StepCallback | None = None,
+             method: MethodSpec = "naive", *, sampler: str = "ddim", callback: StepCallback | None = None,
              regen_callback: StepCallback | None = None, progress: bool = False,
              **options: Any) -> dict[str, SetResult]:
     """Invert every set with ``method`` at ``scale`` in one batch, regenerate, measure per image.
 
-    ``sampler`` is ``"ddim"`` (on the inversion grid), ``"lms"`` (the seed's K-LMS) or ``"own"``
-    (the method's own sampler, see :func:`evaluate_samplers`).
-    ``options`` go to the method (e.g. ``iterations=3``). Returns one :class:`SetResult` per set.
+    ``method``: a registered name, or a ``(name, fn)`` pair with ``fn`` called as the registry's
+    entries are (:mod:`cfginv_lite.methods`; ``name`` labels the results). ``sampler``: ``"ddim"``
+    (on the inversion grid), ``"lms"`` (the seed's K-LMS) or ``"own"`` (the method's own sampler,
+    see :func:`evaluate_samplers`). ``options`` go to the method (e.g. ``iterations=3``).
     """
     return evaluate_samplers(model, sets, scale, grid, method, samplers=(sampler,), callback=callback,
                              regen_callback=regen_callback, progress=progress, **options)[sampler]
 
 
 def evaluate_samplers(model: Any, sets: Mapping[str, InputSet] | Sequence[InputSet], scale: float,
-                      grid: Sequence[int], method: str = "naive", *, samplers: Sequence[str] = ("ddim", "lms"),
+                      grid: Sequence[int], method: MethodSpec = "naive", *, samplers: Sequence[str] = ("ddim", "lms"),
                       callback: StepCallback | None = None, regen_callback: StepCallback | None = None,
                       progress: bool = False, **options: Any) -> dict[str, dict[str, SetResult]]:
     """Like :func:`evaluate`, but invert **once** and regenerate with each of ``samplers``.
@@ -171,6 +172,7 @@ def evaluate_samplers(model: Any, sets: Mapping[str, InputSet] | Sequence[InputS
     Returns ``{sampler: {set name: SetResult}}``.
     """
     scale = check_guidance_scale(scale)
+    name, fn = resolve_method(method)
     grid = list(grid)
     items = list(sets.values()) if isinstance(sets, Mapping) else list(sets)
     if not items:
@@ -186,8 +188,10 @@ def evaluate_samplers(model: Any, sets: Mapping[str, InputSet] | Sequence[InputS
     guidance = make_guidance(model, prompts, scale)
     tracker = DivergenceTracker(len(prompts), callback)
     start = time.perf_counter()
-    result = run_method(method, model, latents, grid, guidance, callback=tracker, progress=progress, **options)
+    result = fn(model, latents, grid, guidance, callback=tracker, progress=progress, **options)
     seconds = time.perf_counter() - start
+    if not isinstance(result, InversionResult):
+        raise TypeError(f"method {name!r} returned {type(result).__name__}, not an InversionResult")
     diverged = tracker.diverged
     out: dict[str, dict[str, SetResult]] = {}
     for sampler in samplers:
@@ -204,7 +208,7 @@ def evaluate_samplers(model: Any, sets: Mapping[str, InputSet] | Sequence[InputS
             target = s.images.to(regen.device, regen.dtype)
             inverted = result.latents[part]
             out[sampler][s.name] = SetResult(
-                case=s.name, method=method, scale=scale, steps=len(grid) - 1, nfe=result.nfe,
+                case=s.name, method=name, scale=scale, steps=len(grid) - 1, nfe=result.nfe,
                 nfe_backward=result.nfe_backward, seconds=seconds,
                 image_rmse=image_rmse(regen[part], target).cpu().numpy(),
                 psnr=psnr(regen[part], target).cpu().numpy(),

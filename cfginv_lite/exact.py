@@ -34,10 +34,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .ddim import move
-from .guidance import check_guidance, Guidance, guided_noise
-from .records import StepCallback
-from .validation import check_grid, check_latents, FiniteGuard
-from .validation import check_real
+from .guidance import Guidance, check_guidance, guided_noise
+from .records import StepCallback, step_info
+from .validation import FiniteGuard, check_grid, check_latents, check_real
 
 #: EDICT's mixing weight in the paper (sec. 4) and its public code.
 EDICT_MIX = 0.93
@@ -55,7 +54,8 @@ def _check_mix(mix: Any) -> float:
     return mix
 
 
-def _check_gamma(gamma: Any) -> float:
+def check_bdia_gamma(gamma: Any) -> float:
+    """BDIA's ``gamma``, a real number in (0, 1] (its inverse step divides by it)."""
     gamma = check_real("gamma", gamma)
     if not 0.0 < gamma <= 1.0:  # the inverse divides by gamma; gamma = 0 is plain DDIM, not invertible
         raise ValueError(f"BDIA's gamma must lie in (0, 1], got {gamma!r} (gamma = 0 is plain DDIM, which has no "
@@ -73,11 +73,11 @@ def _check_partner(model: Any, latents: torch.Tensor, partner: Any, what: str) -
 def _report(callback: StepCallback | None, i: int, steps: int, s: int, r: int, latent: torch.Tensor,
             latent_prev: torch.Tensor, partner: torch.Tensor, noise: torch.Tensor, nfe: int) -> None:
     if callback is not None:
-        callback(dict(step=i, steps=steps, t_from=s, t_to=r, label_uncond=s, label_cond=s, latent=latent,
-                      latent_prev=latent_prev, noise=noise, residual=None, nfe=nfe, partner=partner))
+        callback(step_info(i, steps, s, r, (s, s), latent, latent_prev, noise, nfe, partner=partner))
 
 
 # --------------------------------------------------------------------------- EDICT
+@torch.no_grad()
 def sample_edict(
     model: Any,
     latents: torch.Tensor,
@@ -125,6 +125,7 @@ def sample_edict(
     return x
 
 
+@torch.no_grad()
 def invert_edict(
     model: Any,
     latents: torch.Tensor,
@@ -184,6 +185,20 @@ def _unmove(z_to: torch.Tensor, eps: torch.Tensor, abar_from: float, abar_to: fl
 
 
 # --------------------------------------------------------------------------- BDIA
+def bdia_step(z: torch.Tensor, z_up: torch.Tensor, noise: torch.Tensor, abar_s: float, abar_r: float,
+              abar_up: float, gamma: float) -> torch.Tensor:
+    """One BDIA-DDIM sampling step (Zhang et al. 2024, the BDIA-DDIM update), ``z_i -> z_{i-1}``::
+
+        z_{i-1} = move(z_i, e_i, s -> r) + gamma * (z_{i+1} - move(z_i, e_i, s -> up))
+
+    ``z = z_i`` at level ``s`` (``abar_s``), ``z_up = z_{i+1}`` the state visited before it at
+    level ``up``, ``noise = e_i`` the guided noise at ``z_i``. Used by :func:`sample_bdia` and by
+    :func:`cfginv_lite.editing.edit` on a BDIA pair; ``gamma`` is not checked here.
+    """
+    return move(z, noise, abar_s, abar_r) + gamma * (z_up - move(z, noise, abar_s, abar_up))
+
+
+@torch.no_grad()
 def sample_bdia(
     model: Any,
     latents: torch.Tensor,
@@ -199,7 +214,7 @@ def sample_bdia(
 
     With ``z_i`` the state at level ``ts[i]`` and ``e_i = eps_w(z_i; ts[i])``::
 
-        z_{i-1} = move(z_i, e_i, i -> i-1) + gamma * (z_{i+1} - move(z_i, e_i, i -> i+1))
+        z_{i-1} = move(z_i, e_i, i -> i-1) + gamma * (z_{i+1} - move(z_i, e_i, i -> i+1))   # bdia_step
 
     the DDIM step plus ``gamma`` times the error of the *backward* DDIM step from ``z_i`` to
     the state actually visited before it (``gamma = 0``: DDIM; ``1``: fully bidirectional;
@@ -209,7 +224,7 @@ def sample_bdia(
     One guided evaluation (2 NFE per image) per step.
     """
     z_next = check_latents(model, latents)            # z_{i+1}
-    gamma = _check_gamma(gamma)
+    gamma = check_bdia_gamma(gamma)
     grid = check_grid(timesteps, len(model.alphas_cumprod))
     check_guidance(guidance).check_grid(grid)
     abar, steps, guard, nfe = model.alphas_cumprod, len(grid) - 1, FiniteGuard(z_next.device), 0
@@ -224,8 +239,7 @@ def sample_bdia(
     for i in tqdm(range(1, steps), desc="BDIA sampling", disable=not progress, leave=False):
         up, s, r = grid[steps - i + 1], grid[steps - i], grid[steps - i - 1]
         noise = guided_noise(model, z, s, s, guidance, sampling_step=i).guided
-        z_prev = move(z, noise, float(abar[s]), float(abar[r])) + gamma * (
-            z_next - move(z, noise, float(abar[s]), float(abar[up])))
+        z_prev = bdia_step(z, z_next, noise, float(abar[s]), float(abar[r]), float(abar[up]), gamma)
         nfe += 2
         guard.update(i, z_prev)
         _report(callback, i, steps, s, r, z_prev, z, z, noise, nfe)
@@ -234,6 +248,7 @@ def sample_bdia(
     return z
 
 
+@torch.no_grad()
 def invert_bdia(
     model: Any,
     latents: torch.Tensor,
@@ -258,7 +273,7 @@ def invert_bdia(
     regenerate with ``sample_bdia(model, z_N, grid, guidance, partner=z_{N-1}, gamma=gamma)``.
     """
     z_prev = check_latents(model, latents)             # z_{i-1}
-    gamma = _check_gamma(gamma)
+    gamma = check_bdia_gamma(gamma)
     grid = check_grid(timesteps, len(model.alphas_cumprod))
     check_guidance(guidance).check_grid(grid)
     abar, steps, guard = model.alphas_cumprod, len(grid) - 1, FiniteGuard(z_prev.device)
@@ -279,4 +294,4 @@ def invert_bdia(
     return z, z_prev
 
 
-__all__ = ["BDIA_GAMMA_HALF", "EDICT_MIX", "invert_bdia", "invert_edict", "sample_bdia", "sample_edict"]
+__all__ = ["BDIA_GAMMA_HALF", "EDICT_MIX", "bdia_step", "check_bdia_gamma", "invert_bdia", "invert_edict", "sample_bdia", "sample_edict"]

@@ -110,6 +110,24 @@ EXACT_WRT: dict[str, str] = {
 }
 
 
+#: A method as evaluation code takes it: a registered name, or a ``(display name, fn)`` pair with
+#: ``fn`` following the registry's convention (exploration code passes its own that way).
+MethodSpec = str | tuple[str, InversionMethod]
+
+
+def resolve_method(method: Any) -> tuple[str, InversionMethod]:
+    """``(display name, fn)`` of a registered name (its :data:`METHODS` entry) or of a ``(name, fn)`` pair."""
+    if isinstance(method, str):
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}, or pass a (name, fn) pair")
+        return method, METHODS[method]
+    if isinstance(method, tuple) and len(method) == 2 and isinstance(method[0], str) and method[0].strip() and (
+            callable(method[1])):
+        return method[0], method[1]
+    raise ValueError(f"method must be a registered name or a (name, fn) pair with a non-empty name and fn(model, "
+                     f"latents, grid, guidance, *, callback, progress, **options) -> InversionResult; got {method!r}")
+
+
 def run_method(name: str, model: Any, latents: torch.Tensor, grid: list[int], guidance: Guidance, *,
                callback: StepCallback | None = None, progress: bool = False, **options: Any) -> InversionResult:
     """Run a registered method by name and time it."""
@@ -121,5 +139,5 @@ def run_method(name: str, model: Any, latents: torch.Tensor, grid: list[int], gu
     return result
 
 
-__all__ = ["EXACT_WRT", "InversionMethod", "InversionResult", "METHODS", "NFECounter", "run_exact", "run_method",
-           "run_solver"]
+__all__ = ["EXACT_WRT", "InversionMethod", "InversionResult", "METHODS", "MethodSpec", "NFECounter", "resolve_method",
+           "run_exact", "run_method", "run_solver"]

@@ -20,10 +20,8 @@ from cfginv_lite.editing import (
     changed_tokens,
     edit,
     partial_grid,
-    style_distance,
-    style_features,
-    style_scales,
 )
+from cfginv_lite.style_metrics import style_distance, style_features, style_scales
 
 LABELS, TARGETS = [3, 1, 7], [8, 4, 2]
 STEPS = 6

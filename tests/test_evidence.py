@@ -66,3 +66,47 @@ def test_three_cases_and_one_batched_evaluation(digits_model):
     assert ddim["latent"].latent_rmse.shape == (10,) and ddim["real"].latent_rmse is None
     with pytest.raises(ValueError, match="cases"):
         digit_sets(digits_model, 5.0, grid, cases=["photos"])
+
+
+def test_a_method_passed_as_a_name_fn_pair_gives_the_numbers_of_its_registered_name(digits_model):
+    """Exploration code passes ``(name, fn)`` instead of adding to the registry; the numbers are the same."""
+    from functools import partial
+
+    from cfginv_lite.ddim import invert_naive
+    from cfginv_lite.methods import METHODS, run_solver
+
+    grid = cl.timestep_grid(3)
+    sets = digit_sets(digits_model, 5.0, grid, per_digit=1, seed=0, cases=("real", "latent"))
+    by_name = evaluate(digits_model, sets, 5.0, grid, "naive-destination")
+    mine = partial(run_solver, invert_naive, label="destination")   # written anew, not the registry's object
+    by_fn = evaluate_samplers(digits_model, sets, 5.0, grid, ("mine", mine), samplers=("ddim",))
+    source_label = evaluate(digits_model, sets, 5.0, grid, "naive")
+    for case in sets:
+        a, b = by_fn["ddim"][case], by_name[case]
+        assert a.method == "mine" and b.method == "naive-destination" and a.nfe == b.nfe == 6
+        assert torch.equal(a.inverted, b.inverted) and np.array_equal(a.image_rmse, b.image_rmse)
+        assert np.array_equal(a.psnr, b.psnr)
+        assert not np.array_equal(source_label[case].image_rmse, b.image_rmse)   # the pair was not ignored
+    assert "mine" not in METHODS
+    # options reach the function as they reach a registry entry
+    options = dict(iterations=2, window=2)
+    pair = evaluate(digits_model, sets, 5.0, grid, ("anderson-2", METHODS["anderson"]), **options)["real"]
+    named = evaluate(digits_model, sets, 5.0, grid, "anderson", **options)["real"]
+    assert np.array_equal(pair.image_rmse, named.image_rmse) and pair.nfe == named.nfe
+
+
+@pytest.mark.parametrize("bad", ["no-such-method", 42, ("naive",), ("", print), ("x", "naive"), ["x", print],
+                                 ("x", print, "y"), None])
+def test_a_bad_method_is_a_clear_error(digits_model, bad):
+    grid = cl.timestep_grid(2)
+    sets = digit_sets(digits_model, 5.0, grid, per_digit=1, seed=0, cases=("real",))
+    with pytest.raises(ValueError, match="unknown method|registered name or a \\(name, fn\\) pair"):
+        evaluate(digits_model, sets, 5.0, grid, bad)
+
+
+def test_a_function_that_returns_no_inversion_result_is_a_clear_error(digits_model):
+    grid = cl.timestep_grid(2)
+    sets = digit_sets(digits_model, 5.0, grid, per_digit=1, seed=0, cases=("real",))
+    returns_latents = ("latents", lambda model, latents, grid, guidance, **kwargs: latents)
+    with pytest.raises(TypeError, match="'latents' returned Tensor, not an InversionResult"):
+        evaluate(digits_model, sets, 5.0, grid, returns_latents)

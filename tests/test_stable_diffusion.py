@@ -19,14 +19,12 @@ from cfginv_lite.ddim import invert_naive, sample_ddim
 from cfginv_lite.guidance import Guidance, guided_noise, make_guidance
 from cfginv_lite.images import load_image
 from cfginv_lite.models import load_model
+from cfginv_lite.models.sd_loading import KNOWN_MODEL_IDS, _check_model_id, oom_hint
 from cfginv_lite.models.stable_diffusion import (
-    KNOWN_MODEL_IDS,
     PREDICTION_TYPES,
     ModelNotAvailableError,
     StableDiffusionModel,
-    _check_model_id,
     load_stable_diffusion,
-    oom_hint,
 )
 from cfginv_lite.models.tiny import build_tiny_stable_diffusion
 from cfginv_lite.schedule import timestep_grid
@@ -332,7 +330,7 @@ def _same_weights(module: torch.nn.Module, reference: torch.nn.Module, half: boo
 
 
 def test_auto_variant_is_fp16_only_for_fp16_on_cuda() -> None:
-    from cfginv_lite.models.stable_diffusion import _auto_variant
+    from cfginv_lite.models.sd_loading import _auto_variant
 
     assert _auto_variant(torch.device("cuda"), torch.float16) == "fp16"
     assert _auto_variant(torch.device("cuda"), torch.float32) is None
@@ -341,7 +339,7 @@ def test_auto_variant_is_fp16_only_for_fp16_on_cuda() -> None:
 
 
 def test_fp16_variant_is_read_when_present(fp16_variant_folder, saved_folder, monkeypatch: pytest.MonkeyPatch) -> None:
-    import cfginv_lite.models.stable_diffusion as sd
+    import cfginv_lite.models.sd_loading as sd
 
     folder, other = fp16_variant_folder
     plain = saved_folder[1]
@@ -364,7 +362,7 @@ def test_fp16_variant_is_read_when_present(fp16_variant_folder, saved_folder, mo
 
 
 def test_fp16_variant_falls_back_to_plain_files(saved_folder, monkeypatch: pytest.MonkeyPatch) -> None:
-    import cfginv_lite.models.stable_diffusion as sd
+    import cfginv_lite.models.sd_loading as sd
 
     folder, plain = saved_folder  # no fp16 files
     monkeypatch.setattr(sd, "_auto_variant", lambda device, dtype: "fp16")

@@ -1,7 +1,7 @@
 import time, torch, numpy as np
 from cfginv_lite import load_model, timestep_grid, make_guidance, sample_ddim, move, guided_noise
 from cfginv_lite.evidence import digit_sets, evaluate, spread, median_ratio
-from cfginv_lite.fixed_point import invert_anderson
+from _solvers import invert_anderson
 from cfginv_lite.metrics import image_rmse
 m = load_model("digits"); grid = timestep_grid(20); W = 7.5
 real = digit_sets(m, W, grid, cases=("real",))["real"]

@@ -1,7 +1,8 @@
 import time, torch, numpy as np
 from cfginv_lite import load_model, timestep_grid, make_guidance, sample_ddim, move, guided_noise
 from cfginv_lite.evidence import digit_sets, evaluate, spread, median_ratio
-from cfginv_lite.fixed_point import invert_anderson, invert_fixed_point
+from _solvers import invert_anderson
+from cfginv_lite.fixed_point import invert_fixed_point
 from cfginv_lite.metrics import image_rmse
 m = load_model("digits"); grid = timestep_grid(20); W = 7.5
 real = digit_sets(m, W, grid, cases=("real",))["real"]
@@ -26,6 +27,6 @@ def run(name, first, k, rest_its):
     print(f"{name:>28} NFE {nfe} median {s.median:.4f} IQR {s.q25:.4f}-{s.q75:.4f} ratio {q.median:.2f} ({q.ci_low:.2f}-{q.ci_high:.2f}) {time.time()-t0:.0f}s", flush=True)
 run("and d0.5 x12 first2 + and2", (invert_anderson, dict(iterations=12, damping=0.5)), 2, 2)
 run("and d0.3 x12 first2 + and2", (invert_anderson, dict(iterations=12, damping=0.3)), 2, 2)
-run("fp d0.5 x12 first2 + and2", (invert_fixed_point, dict(iterations=12, damping=0.5)), 2, 2)
+run("fp d0.5 x12 first2 + and2", (invert_fixed_point, dict(budget=12, damping=0.5)), 2, 2)
 run("and d1 x12 first2 + and2", (invert_anderson, dict(iterations=12, damping=1.0)), 2, 2)
 run("and d0.5 x12 first2 nodiv + and2", (invert_anderson, dict(iterations=12, damping=0.5, divergence_factor=None)), 2, 2)
