@@ -99,11 +99,11 @@ def test_callbacks_and_nfe(analytic_model):
     for fn, per_step, sample in ((invert_edict, 4, sample_edict), (invert_bdia, 2, sample_bdia)):
         rows: list[dict] = []
         a, b = fn(analytic_model, z, grid, g, callback=rows.append, progress=False)
-        assert len(rows) == 6 and NAIVE_KEYS | {"partner"} <= set(rows[0]) and rows[-1]["nfe"] == 6 * per_step
+        assert len(rows) == 6 and NAIVE_KEYS | {"partner"} <= set(rows[0]) and (rows[-1]["nfe"] == 6 * per_step).all()
         assert torch.equal(rows[-1]["latent"], a) and torch.equal(rows[-1]["partner"], b)
         rows.clear()
         sample(analytic_model, a, grid, g, partner=b, callback=rows.append, progress=False)
-        assert rows[-1]["nfe"] == (6 * per_step if fn is invert_edict else 5 * per_step)  # BDIA skips its DDIM start
+        assert (rows[-1]["nfe"] == (6 * per_step if fn is invert_edict else 5 * per_step)).all()  # BDIA skips its DDIM start
 
 
 @pytest.mark.parametrize("fn, kwargs, message", [
