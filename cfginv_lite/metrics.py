@@ -1,6 +1,8 @@
 """Measurements: reconstruction errors, collapse detection, per-step error curves.
 
 Pooling (what a trace keeps, how a reference is matched to it) is in :mod:`cfginv_lite.pooling`.
+The step views of :mod:`cfginv_lite.widgets` draw the curves of :func:`error_curves`; they
+compute none themselves.
 
 Images are in ``[-1, 1]``; image errors are reported in ``[0, 1]`` pixel units. Latent
 errors (the per-step curves of :func:`error_curve`) are in latent units.
@@ -9,8 +11,9 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
-from typing import Any, Union
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Union
 
 import numpy as np
 import torch
@@ -146,5 +149,74 @@ def solver_residual(trace: "Trace") -> np.ndarray | None:
     return np.array(out)
 
 
-__all__ = ["Reference", "align_reference", "error_curve", "image_rmse", "is_collapsed", "psnr", "rmse",
-           "solver_residual", "step_rmse"]
+#: Axis labels of the two kinds of per-step curve (:attr:`ErrorCurves.label`).
+CURVE_LABELS = {"RMSE": "RMSE vs reference (latent units)", "residual": "solver residual (latent units)"}
+
+
+@dataclass(frozen=True)
+class ErrorCurves:
+    """Per-step error curves of some traces, one entry per trace, made by :func:`error_curves`.
+
+    ``curves[m]`` is the ``(S_m,)`` curve of trace ``m`` (``None`` where it has none);
+    ``references[m]`` the reference latents aligned to it step by step (:func:`align_reference`,
+    ``(S_m, B, C, h, w)``, ``None`` without a reference), from which the views draw error maps.
+    ``measure`` says what the curves are: ``"RMSE"`` against the reference, or the solver's own
+    ``"residual"`` (when no trace has a reference). ``key`` is the trace tensor they measure.
+    """
+
+    curves: tuple[np.ndarray | None, ...]
+    references: tuple[np.ndarray | None, ...]
+    measure: Literal["RMSE", "residual"]
+    key: str = "latent"
+
+    @property
+    def label(self) -> str:
+        """The curves' axis label, with their unit."""
+        return CURVE_LABELS[self.measure]
+
+    @property
+    def has_reference(self) -> bool:
+        """Whether any trace was compared with a reference (the views then add error maps)."""
+        return any(r is not None for r in self.references)
+
+    @property
+    def has_curve(self) -> bool:
+        """Whether any trace has a curve to plot."""
+        return any(c is not None for c in self.curves)
+
+
+def _trace_list(traces: "Trace | Sequence[Trace]") -> list["Trace"]:
+    if _is_trace(traces):
+        return [traces]  # type: ignore[list-item]
+    if isinstance(traces, (str, bytes, Mapping)) or not hasattr(traces, "__iter__"):
+        raise ValueError(f"traces must be a Trace or a list of Traces, got {type(traces).__name__}")
+    out = list(traces)
+    if not out or not all(_is_trace(tr) for tr in out):
+        raise ValueError("traces must be a non-empty list of Traces (TraceRecorder.finish())")
+    return out
+
+
+def error_curves(traces: "Trace | Sequence[Trace]", reference: Reference | list[Reference | None] | None = None,
+                 key: str = "latent") -> ErrorCurves:
+    """The per-step error curves of ``traces``, ready for the step views of :mod:`cfginv_lite.widgets`.
+
+    ``reference`` is one reference for all traces, or a ``list`` with one per trace (``None``
+    for a trace without one); each is matched to its trace by :func:`align_reference`. With
+    any reference, a trace's curve is its :func:`error_curve` (``None`` for a trace without a
+    reference); without any, it is the trace's :func:`solver_residual` (``None`` if it has none).
+    """
+    trs = _trace_list(traces)
+    if isinstance(reference, list):
+        if len(reference) != len(trs):
+            raise ValueError(f"{len(reference)} references for {len(trs)} traces")
+        refs = [align_reference(tr, r, key) for tr, r in zip(trs, reference)]
+    else:
+        refs = [align_reference(tr, reference, key) for tr in trs]
+    if any(r is not None for r in refs):
+        curves = [None if r is None else step_rmse(tr.tensor(key), r) for tr, r in zip(trs, refs)]
+        return ErrorCurves(tuple(curves), tuple(refs), "RMSE", key)
+    return ErrorCurves(tuple(solver_residual(tr) for tr in trs), tuple(refs), "residual", key)
+
+
+__all__ = ["CURVE_LABELS", "ErrorCurves", "Reference", "align_reference", "error_curve", "error_curves", "image_rmse",
+           "is_collapsed", "psnr", "rmse", "solver_residual", "step_rmse"]

@@ -9,75 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from cfginv_lite.trace import Trace, TraceRecorder
-from cfginv_lite.widgets import StepExplorer, align_reference, error_curve, step_explorer, step_montage
+from cfginv_lite.metrics import error_curve, error_curves
+from cfginv_lite.trace import TraceRecorder
+from cfginv_lite.widgets import StepExplorer, step_explorer, step_montage
+from synthetic_traces import synthetic_trace as _trace
 
 ipywidgets = pytest.importorskip("ipywidgets")
 
 
-def _trace(method: str, steps: int = 6, *, shape=(2, 1, 8, 8), seed: int = 0, descending: bool = False,
-           residual: bool = False, noise: bool = True) -> Trace:
-    """A trace recorded through TraceRecorder from synthetic solver callbacks."""
-    gen = torch.Generator().manual_seed(seed)
-    levels = np.linspace(0, 999, steps + 1).astype(int)
-    if descending:
-        levels = levels[::-1]
-    rec = TraceRecorder(method, keep=("latent", "latent_prev", "noise") if noise else ("latent", "latent_prev"))
-    z = torch.randn(*shape, generator=gen)
-    for i in range(steps):
-        z_next = z + 0.1 * torch.randn(*shape, generator=gen)
-        rec(dict(step=i, steps=steps, t_from=int(levels[i]), t_to=int(levels[i + 1]), latent=z_next,
-                 latent_prev=z, noise=torch.randn(*shape, generator=gen), nfe=2 * (i + 1),
-                 residual=torch.full((shape[0],), 0.1 / (i + 1)) if residual else None))
-        z = z_next
-    return rec.finish()
-
-
 def _links(explorer: StepExplorer) -> set[tuple[int, str, int, str]]:
     return {(id(l.source[0]), l.source[1], id(l.target[0]), l.target[1]) for l in explorer.links}
-
-
-# --------------------------------------------------------------------------- error_curve
-def test_error_curve_is_zero_against_itself_and_exact_for_a_known_offset() -> None:
-    tr = _trace("a")
-    assert np.array_equal(error_curve(tr, tr), np.zeros(len(tr)))
-    shifted = tr.tensors["latent"] + 0.5  # RMSE of a constant 0.5 offset is exactly 0.5
-    np.testing.assert_allclose(error_curve(tr, shifted), 0.5, rtol=1e-6)
-    other = _trace("b", seed=1)
-    assert (error_curve(tr, other) > 0).all()
-
-
-def test_error_curve_averages_per_image_rmse_over_the_batch() -> None:
-    tr = _trace("a", shape=(2, 1, 4, 4))
-    ref = tr.tensors["latent"].copy()
-    ref[:, 0] += 1.0  # image 0 off by 1, image 1 exact -> mean of per-image RMSE = 0.5
-    np.testing.assert_allclose(error_curve(tr, ref), 0.5, rtol=1e-6)
-
-
-def test_reference_trace_is_aligned_by_noise_level_not_by_step() -> None:
-    # A sampling trace walks the levels downwards; an inversion that lands exactly on the
-    # sampling latents (in reverse order) has zero error at every level.
-    sampling = _trace("sampling", descending=True)
-    lat, prev = sampling.tensors["latent"], sampling.tensors["latent_prev"]
-    S = len(sampling)
-    inv_latents = np.concatenate([lat[-2::-1], prev[:1]])  # latents at levels grid[1..S]
-    inversion = Trace("inversion", step=np.arange(S), t_from=sampling.t_to[::-1].copy(),
-                      t_to=sampling.t_from[::-1].copy(), nfe=np.arange(1, S + 1) * 2.0,
-                      tensors={"latent": inv_latents})
-    np.testing.assert_allclose(error_curve(inversion, sampling), 0.0, atol=1e-7)
-    # Without latent_prev the reference lacks the top level: that step is NaN, not a silent 0.
-    no_prev = Trace("s", sampling.step, sampling.t_from, sampling.t_to, sampling.nfe, {"latent": lat})
-    curve = error_curve(inversion, no_prev)
-    assert np.isnan(curve[-1]) and np.allclose(curve[:-1], 0.0, atol=1e-7)
-
-
-def test_larger_reference_is_pooled_to_the_trace_size() -> None:
-    tr = _trace("a", shape=(1, 1, 4, 4))
-    big = np.repeat(np.repeat(tr.tensors["latent"], 2, axis=-1), 2, axis=-2)  # (S, 1, 1, 8, 8)
-    assert align_reference(tr, big).shape == tr.tensors["latent"].shape
-    np.testing.assert_allclose(error_curve(tr, big), 0.0, atol=1e-6)
-    with pytest.raises(ValueError, match="does not match"):
-        error_curve(tr, big[:-1])
 
 
 # --------------------------------------------------------------------------- static montage
@@ -144,6 +85,38 @@ def test_explorer_pools_large_latents_to_bound_the_notebook_size() -> None:
     frame = ex.stacks[0].children[0]
     assert frame.height == "64"  # 64x64 pooled to 16x16, shown at 4x
     assert frame.width == str(3 * 64 + 2 * 4)  # latent | error | noise, 4 px gaps
+
+
+# --------------------------------------------------------------------------- precomputed curves
+def test_views_draw_the_curves_they_are_given() -> None:
+    """The views only draw: curves precomputed by metrics.error_curves give the same figure as
+    reference=, and the plotted values are the given ones, not recomputed."""
+    a, b, ref = _trace("naive"), _trace("compensated", seed=1), _trace("ref", seed=2)
+    errors = error_curves([a, b], ref)
+    given = step_montage([a, b], curves=errors, steps=[0, 2, 5])
+    from_ref = step_montage([a, b], ref, steps=[0, 2, 5])
+    lines = lambda fig: [ln.get_ydata() for ax in fig.axes for ln in ax.get_lines()]  # noqa: E731
+    assert len(given.axes) == len(from_ref.axes) and len(lines(given)) == 4  # a curve and its circles each
+    for x, y in zip(lines(given), lines(from_ref)):
+        np.testing.assert_array_equal(x, y)
+    doubled = type(errors)(tuple(2 * c for c in errors.curves), errors.references, errors.measure, errors.key)
+    np.testing.assert_array_equal(lines(step_montage([a, b], curves=doubled))[0], 2 * errors.curves[0])
+    ex = step_explorer([a, b], curves=errors, max_frames=3)
+    caption = ex.stacks[-2].children[0].value  # captions stack: the frame's RMSE per method
+    assert f"RMSE {errors.curves[0][0]:.3g}" in caption and f"RMSE {errors.curves[1][0]:.3g}" in caption
+
+
+def test_views_refuse_curves_that_do_not_fit_the_traces() -> None:
+    a, b, ref = _trace("a"), _trace("b", seed=1), _trace("ref", seed=2)
+    errors = error_curves([a, b], ref)
+    with pytest.raises(ValueError, match="reference or curves"):
+        step_montage([a, b], ref, curves=errors)
+    with pytest.raises(ValueError, match="made for 2 traces"):
+        step_explorer([a], curves=errors)
+    with pytest.raises(ValueError, match="do not match trace"):
+        step_montage([a, _trace("short", steps=3)], curves=errors)
+    with pytest.raises(ValueError, match="curves must come from metrics.error_curves"):
+        step_montage([a, b], curves=list(errors.curves))
 
 
 # --------------------------------------------------------------------------- explorer
