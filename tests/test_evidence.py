@@ -89,7 +89,7 @@ def test_a_method_passed_as_a_name_fn_pair_gives_the_numbers_of_its_registered_n
         assert not np.array_equal(source_label[case].image_rmse, b.image_rmse)   # the pair was not ignored
     assert "mine" not in METHODS
     # options reach the function as they reach a registry entry
-    options = dict(iterations=2, window=2)
+    options = dict(budget=2, window=2)
     pair = evaluate(digits_model, sets, 5.0, grid, ("anderson-2", METHODS["anderson"]), **options)["real"]
     named = evaluate(digits_model, sets, 5.0, grid, "anderson", **options)["real"]
     assert np.array_equal(pair.image_rmse, named.image_rmse) and pair.nfe == named.nfe
