@@ -152,14 +152,8 @@ def invert_null_text(
     enabled (the digits model does).
     """
     z = check_latents(model, latents)
-    if z.requires_grad:
-        raise ValueError("null-text inversion runs its own backward passes (into the null embeddings) and cannot "
-                         "also build a graph through the latents, which require grad; pass latents.detach()")
     grid = check_grid(timesteps, len(model.alphas_cumprod))
-    inner_steps = check_int("inner_steps", inner_steps, 0)
-    lr = check_positive("lr", lr)
-    early_stop_eps = check_positive("early_stop_eps", early_stop_eps, allow_zero=True)
-    check_choice("schedule", schedule, ("scaled", "reference"))
+    inner_steps, lr, early_stop_eps = _check_null_text(z, inner_steps, lr, early_stop_eps, schedule)
     batch, steps, w = z.shape[0], len(grid) - 1, guidance.scale
     abar = model.alphas_cumprod
     cond = expand_batch(guidance.cond, batch, "conditional embeddings").detach()
@@ -177,37 +171,9 @@ def invert_null_text(
         with torch.no_grad():
             eps_c = model.predict_noise(z_bar, timestep_labels(s, batch, z.device), cond)
         forward += 1
-        params = [null[b:b + 1].clone().requires_grad_(True) for b in range(batch)]
-        if schedule == "reference":   # Mokady et al.'s code, as numbers of i
-            step_lr, threshold = lr * (1.0 - i / 100.0), early_stop_eps + 2e-5 * i
-        else:                         # rescaled to the step count (their numbers at 50 steps)
-            step_lr, threshold = lr * (1.0 - 0.5 * i / steps), early_stop_eps + 1e-3 * i / steps
-        optimiser = torch.optim.Adam(params, lr=step_lr)
-        active = torch.ones(batch, dtype=torch.bool)
-        losses: list[torch.Tensor] = []  # per inner step, (B,) with NaN where an image had stopped
-        evals = torch.zeros(batch, dtype=torch.long)
-        for _ in range(inner_steps):
-            idx = active.nonzero().flatten()
-            if idx.numel() == 0:
-                break
-            with torch.enable_grad():
-                emb = torch.cat([params[b] for b in idx.tolist()])
-                eps_u = model.predict_noise(z_bar[idx], timestep_labels(s, idx.numel(), z.device), emb)
-                if not eps_u.requires_grad:
-                    raise ValueError(f"{getattr(model, 'name', 'model')}.predict_noise returns no gradient; "
-                                     "null-text inversion needs gradients through the network")
-                z_prev = move(z_bar[idx], cfg_combine(eps_u, eps_c[idx], w), a_s, a_r)
-                loss = (z_prev - target[idx]).pow(2).flatten(1).mean(1)
-                optimiser.zero_grad(set_to_none=True)
-                loss.sum().backward()  # a sum: each embedding gets its own image's gradient
-            optimiser.step()
-            forward[idx] += 1
-            backward[idx] += 1
-            loss = loss.detach().cpu()
-            losses.append(torch.full((batch,), math.nan, dtype=torch.float64).index_put_((idx,), loss.double()))
-            evals[idx] += 1
-            active[idx[loss < threshold]] = False  # Mokady et al. test after the step
-        null = torch.cat([p.detach() for p in params])
+        step_lr, threshold = _null_schedule(schedule, lr, early_stop_eps, i, steps)
+        null, opt = _optimise_null(model, z_bar, s, (a_s, a_r), eps_c, w, target, null, inner_steps, step_lr, threshold)
+        forward, backward = forward + opt["iterations"], backward + opt["iterations"]
         per_step.append(null)
         with torch.no_grad():
             eps_u = model.predict_noise(z_bar, timestep_labels(s, batch, z.device), null)
@@ -216,14 +182,66 @@ def invert_null_text(
         forward += 1
         guard.update(i, z_next)
         if callback is not None:
-            stopped = torch.where(active, Stop.MAX_ITER, Stop.THRESHOLD) if inner_steps else torch.full_like(
-                evals, Stop.SKIPPED)
             callback(step_info(i, steps, s, r, (s, s), z_next, z_bar, eps, forward,
-                               (z_next - target).abs().flatten(1).mean(1).double(),
-                               residuals=torch.stack(losses) if losses else torch.empty(0, batch, dtype=torch.float64),
-                               iterations=evals, stopped=stopped, nfe_backward=backward.clone(), phase="optimise"))
+                               (z_next - target).abs().flatten(1).mean(1).double(), nfe_backward=backward.clone(),
+                               phase="optimise", **opt))
         z_bar = z_next
     guard.raise_if_bad("invert_null_text", grid, -1)
     regen = Guidance(cond=cond, uncond=expand_batch(guidance.uncond, batch, "unconditional embeddings"),
                      scale=w, uncond_per_step=tuple(per_step), uncond_grid=tuple(grid))
     return InversionResult(pivot[-1], regen, nfe=int(forward.max()), nfe_backward=int(backward.max()))
+
+
+def _check_null_text(z: torch.Tensor, inner_steps: Any, lr: Any, early_stop_eps: Any, schedule: Any) -> tuple:
+    """Null-text's options as Python numbers; latents that require grad are refused."""
+    if z.requires_grad:
+        raise ValueError("null-text inversion runs its own backward passes (into the null embeddings) and cannot "
+                         "also build a graph through the latents, which require grad; pass latents.detach()")
+    check_choice("schedule", schedule, ("scaled", "reference"))
+    return (check_int("inner_steps", inner_steps, 0), check_positive("lr", lr),
+            check_positive("early_stop_eps", early_stop_eps, allow_zero=True))
+
+
+def _null_schedule(schedule: str, lr: float, early_stop_eps: float, i: int, steps: int) -> tuple[float, float]:
+    """Learning rate and early-stop threshold at sampling step ``i`` (see :func:`invert_null_text`)."""
+    if schedule == "reference":   # Mokady et al.'s code, as numbers of i
+        return lr * (1.0 - i / 100.0), early_stop_eps + 2e-5 * i
+    return lr * (1.0 - 0.5 * i / steps), early_stop_eps + 1e-3 * i / steps   # their numbers at 50 steps, rescaled
+
+
+def _optimise_null(model: Any, z_bar: torch.Tensor, s: int, abars: tuple[float, float], eps_c: torch.Tensor,
+                   w: float, target: torch.Tensor, null: torch.Tensor, inner_steps: int, step_lr: float,
+                   threshold: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Step 2's inner loop at one sampling step ``s -> r``: up to ``inner_steps`` Adam steps per image.
+
+    Returns the optimised null embeddings ``(B, L, D)`` and the record's ``residuals`` (the loss
+    after each Adam step, NaN where an image had stopped), ``iterations`` and ``stopped``.
+    """
+    batch, (a_s, a_r) = z_bar.shape[0], abars
+    params = [null[b:b + 1].clone().requires_grad_(True) for b in range(batch)]
+    optimiser = torch.optim.Adam(params, lr=step_lr)
+    active = torch.ones(batch, dtype=torch.bool)
+    losses: list[torch.Tensor] = []  # per inner step, (B,) with NaN where an image had stopped
+    evals = torch.zeros(batch, dtype=torch.long)
+    for _ in range(inner_steps):
+        idx = active.nonzero().flatten()
+        if idx.numel() == 0:
+            break
+        with torch.enable_grad():
+            emb = torch.cat([params[b] for b in idx.tolist()])
+            eps_u = model.predict_noise(z_bar[idx], timestep_labels(s, idx.numel(), z_bar.device), emb)
+            if not eps_u.requires_grad:
+                raise ValueError(f"{getattr(model, 'name', 'model')}.predict_noise returns no gradient; "
+                                 "null-text inversion needs gradients through the network")
+            z_prev = move(z_bar[idx], cfg_combine(eps_u, eps_c[idx], w), a_s, a_r)
+            loss = (z_prev - target[idx]).pow(2).flatten(1).mean(1)
+            optimiser.zero_grad(set_to_none=True)
+            loss.sum().backward()  # a sum: each embedding gets its own image's gradient
+        optimiser.step()
+        loss = loss.detach().cpu()
+        losses.append(torch.full((batch,), math.nan, dtype=torch.float64).index_put_((idx,), loss.double()))
+        evals[idx] += 1
+        active[idx[loss < threshold]] = False  # Mokady et al. test after the step
+    stopped = torch.where(active, Stop.MAX_ITER, Stop.THRESHOLD) if inner_steps else torch.full_like(evals, Stop.SKIPPED)
+    rows = torch.stack(losses) if losses else torch.empty(0, batch, dtype=torch.float64)
+    return torch.cat([p.detach() for p in params]), dict(residuals=rows, iterations=evals, stopped=stopped)

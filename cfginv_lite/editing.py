@@ -237,10 +237,9 @@ def edit(
     gamma = _check_bdia_pair(z, partner, gamma, start_step) if bdia else gamma
     first = 1 if bdia else start_step                  # BDIA: the pair already holds the top step
     n_replace = int(math.floor(tau * (steps - first) + 0.5))
-    abar, state, guard, nfe = model.alphas_cumprod, SwapState(batch=batch, tokens=tokens), FiniteGuard(z.device), 0
-    z_src = z_edit = up_src = up_edit = z
-    if bdia:                                           # BDIA keeps the state one step further up
-        z_src = z_edit = partner.to(z.dtype)
+    abar, state, guard = model.alphas_cumprod, SwapState(batch=batch, tokens=tokens), FiniteGuard(z.device)
+    up_src = up_edit = z                               # BDIA keeps the state one step further up
+    z_src = z_edit = partner.to(z.dtype) if bdia else z
     with attention_control(model, state):
         for i in tqdm(range(first, steps), desc="BDIA editing" if bdia else "DDIM editing", disable=not progress,
                       leave=False):
@@ -252,7 +251,6 @@ def edit(
                                       torch.cat([uncond, uncond, source_emb, target_emb]))
             eu_src, eu_edit, ec_src, ec_edit = eps.chunk(4)
             eps_src, eps_edit = cfg_combine(eu_src, ec_src, guidance.scale), cfg_combine(eu_edit, ec_edit, guidance.scale)
-            nfe += 2
             a_s, a_r = float(abar[s]), float(abar[r])
             if bdia:   # BDIA's step (the sampler the pair is exact for), from the state one step further up
                 a_up = float(abar[grid[steps - i + 1]])
@@ -263,8 +261,8 @@ def edit(
                 src_next, edit_next = move(z_src, eps_src, a_s, a_r), move(z_edit, eps_edit, a_s, a_r)
             guard.update(i, edit_next)
             if callback is not None:
-                callback(step_info(i, steps, s, r, (s, s), edit_next, z_edit, eps_edit, nfe, source=src_next,
-                                   replaced=state.active))
+                callback(step_info(i, steps, s, r, (s, s), edit_next, z_edit, eps_edit, 2 * (i - first + 1),
+                                   source=src_next, replaced=state.active))
             z_src, z_edit = src_next, edit_next
         state.active = False
     guard.raise_if_bad("edit", grid, -1)

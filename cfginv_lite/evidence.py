@@ -31,11 +31,10 @@ import torch
 
 from .data import digit_prompt, real_digit_set, split_digit_set
 from .guidance import check_guidance_scale, make_guidance
-from .records import InversionResult, StepCallback, Stop
-from .sampling import generate
 from .methods import MethodSpec, resolve_method
 from .metrics import image_rmse, psnr, rmse
-from .sampling import regenerate
+from .records import InversionResult, StepCallback, Stop
+from .sampling import generate, regenerate
 from .validation import check_int, check_seed
 
 #: Regeneration samplers: DDIM on the inversion grid, the seed's K-LMS, the method's own.

@@ -109,3 +109,46 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert body == commands[0].strip()
     assert ci.count("readme_tests >") + ci.count("readme_tests>") == 2, "run it natively and on the baseline paths"
     assert "ATEN_CPU_CAPABILITY=default" in ci and "ONEDNN_MAX_CPU_ISA=SSE41" in ci
+
+
+#: The house limits (issue 19): a module a reader can hold in mind, a solver loop on one screen.
+MAX_MODULE_LINES = 350
+MAX_SOLVER_BODY_LINES = 40
+
+
+def _code_lines(path: Path, node: ast.FunctionDef) -> int:
+    """Lines of ``node``'s body that hold code: not its docstring, blank lines or comment-only lines."""
+    body = node.body[1:] if (node.body and isinstance(node.body[0], ast.Expr)
+                             and isinstance(node.body[0].value, ast.Constant)) else node.body
+    text = path.read_text().splitlines()
+    lines = {n for st in body for sub in ast.walk(st) if hasattr(sub, "lineno")
+             for n in range(sub.lineno, (sub.end_lineno or sub.lineno) + 1)}
+    return sum(1 for n in lines if text[n - 1].strip() and not text[n - 1].strip().startswith("#"))
+
+
+def _solvers(package: Path = PACKAGE) -> list[tuple[Path, ast.FunctionDef]]:
+    """Public solver functions: ``invert_*``, ``sample_*`` and ``edit``, at module level."""
+    return [(p, node) for p in sorted(package.rglob("*.py")) for node in ast.parse(p.read_text()).body
+            if isinstance(node, ast.FunctionDef) and (node.name.startswith(("invert_", "sample_")) or node.name == "edit")]
+
+
+def test_no_module_is_longer_than_the_limit():
+    long = {str(p.relative_to(PACKAGE.parent)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
+
+
+def test_every_solver_body_fits_on_one_screen():
+    solvers = _solvers()
+    assert {"invert_naive", "sample_ddim", "invert_original", "invert_fixed_point", "invert_edict", "edit",
+            "invert_null_text"} <= {node.name for _, node in solvers}   # the walk finds them
+    long = {f"{p.name}:{node.name}": n for p, node in solvers if (n := _code_lines(p, node)) > MAX_SOLVER_BODY_LINES}
+    assert not long, f"solver bodies over {MAX_SOLVER_BODY_LINES} code lines: {long}"
+
+
+def test_the_code_line_count_counts_code_only(tmp_path):
+    """Guards the count above: a docstring, comments and blank lines do not count, statements do."""
+    src = tmp_path / "m.py"
+    src.write_text('def invert_x(a):\n    """Doc\n    string."""\n    # comment\n\n    b = (a +\n         1)\n    return b\n')
+    (node,) = ast.parse(src.read_text()).body
+    assert _code_lines(src, node) == 3
