@@ -173,7 +173,7 @@ def open_results(out: Path, args: argparse.Namespace, steps: int) -> Results:
     (its models kept) unless ``--quick``; it must be at the same step count."""
     stem = "calibration" if args.steps == 20 else f"calibration_{args.steps}steps"
     results = Results(out / f"{stem}.json", script=WRITTEN_BY, fresh={"quick": args.quick, "models": {}, "runs": []},
-                      force=args.force, always_resume=not args.quick,
+                      force=args.force, always_resume=not args.quick, resumable=False,
                       renders={out / f"{stem}.md": (first_line_is(HEADER), text_render(markdown))})
     state = results.state
     if results.resumed and state.get("steps", 20) != steps:

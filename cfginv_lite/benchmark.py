@@ -109,7 +109,7 @@ class Results:
     recognises this script's files from before the marker existed; ``renders`` maps each file
     rendered from the state to ``(owned, render)``; ``indent`` is the JSON's (None: compact).
     With ``always_resume`` an existing file of this script is always continued (the script
-    replaces what it re-measures itself).
+    replaces what it re-measures itself); ``resumable=False``: the script has no ``--resume``.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, script: str, fresh: dict[str, Any],
@@ -117,7 +117,7 @@ class Results:
                  keys: Callable[[dict[str, Any]], Iterable[Hashable]] | None = None,
                  legacy: Callable[[dict[str, Any]], bool] | None = None,
                  renders: dict[str | os.PathLike[str], tuple[Callable[[Path], bool], Render]] | None = None,
-                 indent: int | None = 1, what: str = "results JSON") -> None:
+                 indent: int | None = 1, resumable: bool = True, what: str = "results JSON") -> None:
         owned = json_marked(script, marker, legacy)
         self.file = OutputFile(path, script=script, owned=owned, force=force, what=what)
         self.renders = [(OutputFile(p, script=script, owned=own, force=force, what=f"output {Path(p).name}"), render)
@@ -129,8 +129,8 @@ class Results:
         if self.file.existed:
             ours = owned(self.file.path)
             if not (resume or always_resume or force):
-                raise OutputPathError(f"{str(self.file.path)!r} holds earlier results; pass --resume to continue "
-                                      "them or --force to start over")
+                how = "--resume to continue them or --force to start over" if resumable else "--force to replace them"
+                raise OutputPathError(f"{str(self.file.path)!r} holds earlier results; pass {how}")
             if resume and not ours:
                 raise OutputPathError(f"{str(self.file.path)!r} was not written by this script ({script}); "
                                       "cannot --resume from it")

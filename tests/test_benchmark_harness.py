@@ -168,3 +168,42 @@ def test_the_committed_compare_methods_json_resumes(tmp_path: Path) -> None:
     args.resume = False
     with pytest.raises(OutputPathError, match="holds earlier results"):
         cm.open_results(args)
+
+
+def _load(name: str):
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[f"{name}_script"] = mod                # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_calibration_continues_the_committed_file_at_its_step_count_only(tmp_path: Path) -> None:
+    cal = _load("calibrate_cfg")
+    shutil.copy(ROOT / "docs" / "calibration.json", tmp_path / "calibration.json")
+    committed = json.loads((tmp_path / "calibration.json").read_text())
+    args = cal.argparse.Namespace(steps=20, quick=False, force=False)
+    results = cal.open_results(tmp_path, args, 20)
+    assert results.resumed and results.state["models"] == committed["models"]
+    assert results.state["runs"] == committed["runs"]
+    with pytest.raises(SystemExit, match="at 20 steps, not 4"):
+        cal.open_results(tmp_path, args, 4)
+    args.quick = True                                      # a smoke test never mixes into (or replaces) it
+    with pytest.raises(OutputPathError, match="holds earlier results; pass --force"):
+        cal.open_results(tmp_path, args, 4)
+
+
+def test_transfer_resumes_the_committed_file_with_the_same_per_digit_only(tmp_path: Path) -> None:
+    tr = _load("transfer")
+    shutil.copy(ROOT / "docs" / "transfer.json", tmp_path / "transfer.json")
+    committed = json.loads((tmp_path / "transfer.json").read_text())
+    args = tr.argparse.Namespace(force=False, resume=True, quick=False, per_digit=committed["per_digit"])
+    results = tr.open_results(tmp_path, args)
+    assert results.resumed and results.state["rows"] == committed["rows"]
+    assert all(results.done((key, model)) for key, by in committed["rows"].items() for model in by)
+    args.per_digit += 1
+    with pytest.raises(SystemExit, match="--per-digit"):
+        tr.open_results(tmp_path, args)
