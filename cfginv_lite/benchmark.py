@@ -126,19 +126,24 @@ class Results:
         self.worked = False
         self.resumed = False                    # True when the state was read from an earlier run's file
         self.state: dict[str, Any] = {marker: script, **fresh}
-        if self.file.existed:
-            ours = owned(self.file.path)
-            if not (resume or always_resume or force):
-                how = "--resume to continue them or --force to start over" if resumable else "--force to replace them"
-                raise OutputPathError(f"{str(self.file.path)!r} holds earlier results; pass {how}")
-            if resume and not ours:
-                raise OutputPathError(f"{str(self.file.path)!r} was not written by this script ({script}); "
-                                      "cannot --resume from it")
-            if ours and (resume or always_resume):
-                self.state, self.resumed = json.loads(self.file.path.read_text(encoding="utf-8")), True
-                self.state.setdefault(marker, script)
-                for key, value in fresh.items():
-                    self.state.setdefault(key, value)
+        if self.file.existed and self._continue(script, owned, resume=resume, always_resume=always_resume,
+                                                force=force, resumable=resumable):
+            self.state, self.resumed = json.loads(self.file.path.read_text(encoding="utf-8")), True
+            self.state.setdefault(marker, script)         # files from before the marker get it with the next save
+            for key, value in fresh.items():
+                self.state.setdefault(key, value)
+
+    def _continue(self, script: str, owned: Callable[[Path], bool], *, resume: bool, always_resume: bool,
+                  force: bool, resumable: bool) -> bool:
+        """Whether the existing results file is read and continued; refuse what the options do not allow."""
+        ours = owned(self.file.path)
+        if not (resume or always_resume or force):
+            how = "--resume to continue them or --force to start over" if resumable else "--force to replace them"
+            raise OutputPathError(f"{str(self.file.path)!r} holds earlier results; pass {how}")
+        if resume and not ours:
+            raise OutputPathError(f"{str(self.file.path)!r} was not written by this script ({script}); "
+                                  "cannot --resume from it")
+        return ours and (resume or always_resume)
 
     @property
     def path(self) -> Path:
@@ -157,8 +162,12 @@ class Results:
         return key in set(self._keys(self.state))
 
     def add(self, *rows: dict[str, Any]) -> None:
-        """Append finished ``rows`` to ``state["rows"]`` and save at once."""
-        self.state.setdefault("rows", []).extend(rows)
+        """Append finished ``rows`` to the list ``state["rows"]`` and save at once."""
+        table = self.state.setdefault("rows", [])
+        if not isinstance(table, list):
+            raise TypeError(f"state['rows'] is a {type(table).__name__}, not a list: put results into "
+                            "state yourself and call commit()")
+        table.extend(rows)
         self.commit()
 
     def commit(self) -> None:
