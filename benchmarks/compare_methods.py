@@ -27,7 +27,7 @@ import datetime as _dt
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -155,6 +155,7 @@ def plot(per_image: dict[tuple[str, float, int, str], list[float]], path: Path) 
 
 
 def _per_image(state: dict[str, Any]) -> dict[tuple[str, float, int, str], list[float]]:
+    """The stored per-image errors by (case, cfg, steps, label), as :func:`plot` takes them."""
     return {(d["case"], d["cfg"], d["steps"], d["label"]): d["image_rmse"] for d in state["per_image"]}
 
 
@@ -171,7 +172,8 @@ def plot_only(js: Path, png: Path, force: bool = False) -> None:
     print(f"wrote {png} from {js}")
 
 
-def _markdown(per_digit: int):
+def _markdown(per_digit: int) -> Callable[[dict[str, Any]], str]:
+    """The table of the state, its rows in case, CFG (high first), steps and ``VARIANTS`` order."""
     def render(state: dict[str, Any]) -> str:
         order = {lab: k for k, lab in enumerate(VARIANTS)}
         rows = sorted(state["rows"], key=lambda r: (CASES.index(r["case"]), -r["cfg"], r["steps"], order[r["label"]]))

@@ -100,13 +100,13 @@ def measure(results: Results, model: Any, grid: list[int], cfg: float, label: st
     for sampler, by_case in found.items():
         for case, r in by_case.items():
             state["per_image"][f"{cfg}|{label}|{sampler}|{case}"] = r.image_rmse.tolist()
-    rows = []                                            # the grid has steps + 1 levels
+    rows, steps = [], len(grid) - 1                      # the grid has steps + 1 levels
     for sampler, by_case in found.items():
         for case, r in by_case.items():
             base = np.asarray(state["per_image"].get(f"{cfg}|{BASELINE}|{sampler}|{case}", r.image_rmse))
             s, ratio = spread(r.image_rmse), paired_ratio(r.image_rmse, base)
             rows.append({
-                "cfg": cfg, "steps": len(grid) - 1, "case": case, "label": label, "sampler": sampler,
+                "cfg": cfg, "steps": steps, "case": case, "label": label, "sampler": sampler,
                 "nfe": r.nfe, "n": s.n, "median": s.median, "q25": s.q25, "q75": s.q75,
                 "ci_low": s.ci_low, "ci_high": s.ci_high, "ratio": ratio.median,
                 "ratio_ci_low": ratio.ci_low, "ratio_ci_high": ratio.ci_high,
