@@ -25,8 +25,9 @@ the step count: the author's settings use 50) and writes ``calibration_{N}steps.
 ``--models digits-split`` calibrates the shipped split model (``load_model("digits-split")``)
 on its held-out digits, under the same name as ``--digits-split``'s held-out entry.
 
-Results go to ``docs/calibration.{json,md}`` after each model, atomically; files this script
-did not write are never replaced (``--force`` overrides).
+Results go to ``docs/calibration.{json,md}`` after each model, atomically (the shared harness
+:mod:`cfginv_lite.benchmark`); files this script did not write are never replaced (``--force``
+overrides), and a ``--quick`` run does not replace an earlier calibration without ``--force``.
 
 Usage (from the repository root)::
 
@@ -39,21 +40,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from cfginv_lite import load_model
+from cfginv_lite.benchmark import (
+    Results, add_output_arguments, command_line, environment, exit_on_output_error, text_render,
+)
 from cfginv_lite.data import digit_prompt, split_digit_set
 from cfginv_lite.evidence import InputSet, digit_sets, evaluate
-from cfginv_lite.outputs import write_text_atomic
+from cfginv_lite.ownership import first_line_is
 from cfginv_lite.schedule import timestep_grid
 
 WRITTEN_BY = "benchmarks/calibrate_cfg.py"
@@ -105,21 +104,6 @@ def calibrate(errors: np.ndarray, cfgs: np.ndarray, *, n_boot: int = 2000, seed:
     return out
 
 
-def _ours_json(path: Path) -> bool:
-    try:
-        return json.loads(path.read_text()).get("written_by") == WRITTEN_BY
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def _ours_md(path: Path) -> bool:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.readline().rstrip("\n") == HEADER
-    except OSError:
-        return False
-
-
 def _fmt(c: dict[str, Any]) -> str:
     if c["cfg"] is None:
         return "not reached"
@@ -148,72 +132,73 @@ def markdown(state: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out-dir", default="docs", help="folder for calibration.{json,md} (default docs)")
     p.add_argument("--models", nargs="*", default=list(MODELS), choices=MODELS)
     p.add_argument("--digits-split", metavar="DIR", help="also calibrate a digits model trained with "
                    "--holdout-per-digit 50 (weights in DIR), on its held-out and on its training digits")
     p.add_argument("--steps", type=int, default=20, help="DDIM steps (default 20: docs/calibration.*; "
                    "otherwise docs/calibration_{N}steps.*)")
-    p.add_argument("--force", action="store_true", help="replace output files this script did not write")
+    add_output_arguments(p, "calibration.{json,md}", resume=False)   # earlier models are always kept
     p.add_argument("--quick", action="store_true", help="smoke test: 1 image per digit, 4 steps, CFG 1 3 7.5")
     args = p.parse_args(argv)
-    out = Path(args.out_dir)
-    if not out.is_dir():
-        raise SystemExit(f"error: output folder {out} does not exist")
     if not 1 <= args.steps <= 999:
         raise SystemExit("error: --steps must be in 1..999")
-    stem = "calibration" if args.steps == 20 else f"calibration_{args.steps}steps"
-    js, md = out / f"{stem}.json", out / f"{stem}.md"
-    for path, ours in ((js, _ours_json), (md, _ours_md)):
-        if path.is_dir() or (path.exists() and not args.force and not ours(path)):
-            raise SystemExit(f"error: {path} exists and was not written by this script; pass --force to replace it")
     per_digit, steps, cfgs = (1, 4, (1.0, 3.0, 7.5)) if args.quick else (10, args.steps, CFGS)
-    command = shlex.join(["python", *(sys.argv if argv is None else [WRITTEN_BY, *argv])])
-    if os.environ.get("OMP_NUM_THREADS"):
-        command = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} {command}"
-    split_model = None
-    if args.digits_split:
-        split_model = load_model("digits", weights_dir=args.digits_split)   # before any work: a bad folder fails now
-        info = json.loads((Path(args.digits_split) / "digits.json").read_text())
-        if info.get("holdout_per_digit") != 50:
-            raise SystemExit(f"error: {args.digits_split} was not trained with --holdout-per-digit 50 "
-                             f"(its digits.json says {info.get('holdout_per_digit')!r})")
-    env = (f"torch {torch.__version__}, Python {platform.python_version()}, {platform.machine()} CPU, "
-           f"nproc {os.cpu_count()}, torch threads {torch.get_num_threads()}")
-    previous = json.loads(js.read_text()) if js.exists() and _ours_json(js) and not args.quick else {}
-    if previous and previous.get("steps", 20) != steps:
-        raise SystemExit(f"error: {js} holds a calibration at {previous.get('steps')} steps, not {steps}")
-    state: dict[str, Any] = {
-        "written_by": WRITTEN_BY, "quick": args.quick, "steps": steps, "models": previous.get("models", {}),
-        "runs": previous.get("runs", [{"command": previous["command"], "env": previous["env"],
-                                       "models": list(previous.get("models", {}))}] if "command" in previous else [])}
-    jobs = [(SPLIT_HELD_OUT, "digits-split", "held-out") if name == "digits-split" else (name, name, None)
-            for name in args.models]
-    if split_model is not None:
-        jobs += [(f"digits, split model: {side}", "digits-split", side) for side in ("held-out", "training")]
-    state["runs"].append({"command": command, "env": env, "models": [j[0] for j in jobs]})
-    for name, model_name, side in jobs:
-        start = time.perf_counter()
-        model = (split_model or load_model("digits-split")) if model_name == "digits-split" else load_model(model_name)
-        grid = timestep_grid(steps, config=model.scheduler_config)
-        if side is None:
-            real = digit_sets(model, cfgs[-1], grid, per_digit=per_digit, seed=0, cases=["real"])
-        else:
-            images, labels = split_digit_set("heldout" if side == "held-out" else "train", per_digit, seed=0)
-            images = images.to(model.device)
-            real = {"real": InputSet("real", model.encode(images), images, [digit_prompt(d) for d in labels], labels)}
-        errors = np.stack([evaluate(model, real, w, grid, method="naive")["real"].image_rmse for w in cfgs])
-        result = calibrate(errors, np.asarray(cfgs, dtype=np.float64))
-        result.update(real_set=REAL_SET[name], n_images=int(errors.shape[1]), per_image_rmse=errors.round(6).tolist(),
-                      seconds=round(time.perf_counter() - start, 1))
-        state["models"][name] = result
-        write_text_atomic(js, json.dumps(state, indent=1) + "\n")        # after each model
-        write_text_atomic(md, markdown(state))
-        print(f"{name}: " + ", ".join(f"{k} at CFG {_fmt(c)}" for k, c in result["crossings"].items())
-              + f" ({result['seconds']} s)", flush=True)
-    print(f"saved {js} and {md}")
+    with exit_on_output_error():
+        results = open_results(Path(args.out_dir), args, steps)
+        split_model = None
+        if args.digits_split:
+            split_model = load_model("digits", weights_dir=args.digits_split)   # before any work: a bad folder fails now
+            info = json.loads((Path(args.digits_split) / "digits.json").read_text())
+            if info.get("holdout_per_digit") != 50:
+                raise SystemExit(f"error: {args.digits_split} was not trained with --holdout-per-digit 50 "
+                                 f"(its digits.json says {info.get('holdout_per_digit')!r})")
+        jobs = [(SPLIT_HELD_OUT, "digits-split", "held-out") if name == "digits-split" else (name, name, None)
+                for name in args.models]
+        if split_model is not None:
+            jobs += [(f"digits, split model: {side}", "digits-split", side) for side in ("held-out", "training")]
+        results.log_run({"command": command_line(WRITTEN_BY, argv), "env": environment(), "models": [j[0] for j in jobs]})
+        for name, model_name, side in jobs:
+            model = (split_model or load_model("digits-split")) if model_name == "digits-split" else load_model(model_name)
+            results.state["models"][name] = result = measure(model, name, side, per_digit, steps, cfgs)
+            results.commit()                                          # after each model
+            print(f"{name}: " + ", ".join(f"{k} at CFG {_fmt(c)}" for k, c in result["crossings"].items())
+                  + f" ({result['seconds']} s)", flush=True)
+        results.save()
+    print(f"saved {results.path} and {results.rendered[0]}")
     return 0
 
+
+def open_results(out: Path, args: argparse.Namespace, steps: int) -> Results:
+    """calibration[_{N}steps].{json,md} in ``out``: an earlier calibration of this script is continued
+    (its models kept) unless ``--quick``; it must be at the same step count."""
+    stem = "calibration" if args.steps == 20 else f"calibration_{args.steps}steps"
+    results = Results(out / f"{stem}.json", script=WRITTEN_BY, fresh={"quick": args.quick, "models": {}, "runs": []},
+                      force=args.force, always_resume=not args.quick, resumable=False,
+                      renders={out / f"{stem}.md": (first_line_is(HEADER), text_render(markdown))})
+    state = results.state
+    if results.resumed and state.get("steps", 20) != steps:
+        raise SystemExit(f"error: {results.path} holds a calibration at {state.get('steps')} steps, not {steps}")
+    if "command" in state and not state["runs"]:      # files from before the runs log: one run
+        state["runs"] = [{"command": state.pop("command"), "env": state.pop("env"), "models": list(state["models"])}]
+    state.update(quick=args.quick, steps=steps)
+    return results
+
+
+def measure(model: Any, name: str, side: str | None, per_digit: int, steps: int, cfgs: tuple[float, ...]) -> dict[str, Any]:
+    """Naive inversion of ``model``'s real digits (``side`` of the split model, if given) at every CFG: the calibration."""
+    start = time.perf_counter()
+    grid = timestep_grid(steps, config=model.scheduler_config)
+    if side is None:
+        real = digit_sets(model, cfgs[-1], grid, per_digit=per_digit, seed=0, cases=["real"])
+    else:
+        images, labels = split_digit_set("heldout" if side == "held-out" else "train", per_digit, seed=0)
+        images = images.to(model.device)
+        real = {"real": InputSet("real", model.encode(images), images, [digit_prompt(d) for d in labels], labels)}
+    errors = np.stack([evaluate(model, real, w, grid, method="naive")["real"].image_rmse for w in cfgs])
+    result = calibrate(errors, np.asarray(cfgs, dtype=np.float64))
+    result.update(real_set=REAL_SET[name], n_images=int(errors.shape[1]), per_image_rmse=errors.round(6).tolist(),
+                  seconds=round(time.perf_counter() - start, 1))
+    return result
 
 if __name__ == "__main__":
     raise SystemExit(main())

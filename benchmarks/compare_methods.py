@@ -8,10 +8,11 @@ per image. Rows report the median image RMSE with its interquartile range and a 
 interval of the median, the number of images whose iterative solve diverged at some step,
 and the cost per image.
 
-Results are appended to a JSON file after every method, so an interrupted run keeps what it
-finished and ``--resume`` skips the rows already there. Nothing is overwritten that this
-script did not write: the Markdown and PNG outputs must be new files or earlier outputs of
-this script (recognised by their first line / the JSON next to them) unless ``--force``.
+The outputs go through the shared harness (:mod:`cfginv_lite.benchmark`): the JSON is saved
+atomically after every method, and the table and figure redrawn from it, so an interrupted run
+keeps what it finished and ``--resume`` skips the rows already there. Nothing is overwritten
+that this script did not write (recognised by the JSON's ``written_by``, the table's first
+line, the PNG's ``Title``) unless ``--force``; ``--plot-only`` follows the same rule.
 
 Usage (from the repository root)::
 
@@ -24,20 +25,19 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import os
-import platform
-import shlex
-import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
-import torch
 
 from cfginv_lite import load_model
+from cfginv_lite.benchmark import (
+    OutputFile, Results, add_output_arguments, command_line, environment, exit_on_output_error, text_render,
+)
 from cfginv_lite.evidence import CASE_TITLES, CASES, digit_sets, evaluate, spread, summary_row
 from cfginv_lite.methods import EXACT_WRT
+from cfginv_lite.ownership import first_line_is, png_titled
 from cfginv_lite.schedule import timestep_grid
 
 # label -> (registry name, options[, regeneration sampler: "ddim" (default) or "own"])
@@ -68,22 +68,17 @@ def exact_wrt(label: str) -> str:
     if name in ("edict", "bdia", "bdia-half") and sampler != ["own"]:
         text += "; regenerated with DDIM: not exact"
     return text
+
+
+WRITTEN_BY = "benchmarks/compare_methods.py"
 HEADER = "# Inversion methods compared (digits model)"
+PNG_TITLE = "Per-image errors of the inversion methods (benchmarks/compare_methods.py)"
+_PNG_IS_OURS = png_titled(PNG_TITLE)
 
 
-def _check_output(path: Path, force: bool, marker: str | None) -> None:
-    """Refuse to overwrite a file this script did not write (``marker`` = its first line)."""
-    if path.is_dir():
-        raise SystemExit(f"error: output {path} is a directory")
-    if not path.parent.is_dir():
-        raise SystemExit(f"error: output folder {path.parent} does not exist")
-    if path.exists() and not force:
-        ours = False
-        if marker is not None:
-            with open(path, encoding="utf-8", errors="replace") as fh:
-                ours = fh.readline().rstrip("\n") == marker
-        if not ours:
-            raise SystemExit(f"error: {path} exists and was not written by this script; pass --force to replace it")
+def _legacy_json(state: dict[str, Any]) -> bool:
+    """This script's JSON from before it carried ``written_by``: rows and per-image errors."""
+    return isinstance(state.get("rows"), list) and isinstance(state.get("per_image"), list)
 
 
 def _fmt(x: float) -> str:
@@ -155,19 +150,45 @@ def plot(per_image: dict[tuple[str, float, int, str], list[float]], path: Path) 
                          if groups else CASE_TITLES[case])
         fig.suptitle("Per-image reconstruction error after DDIM regeneration (box: median and IQR; "
                      "whiskers: 1.5 IQR; dots: images)")
-        fig.savefig(path)
+        fig.savefig(path, format="png", metadata={"Title": PNG_TITLE})   # the title marks the PNG as ours
         plt.close(fig)
 
 
-def plot_only(js: Path, png: Path) -> None:
+def _per_image(state: dict[str, Any]) -> dict[tuple[str, float, int, str], list[float]]:
+    """The stored per-image errors by (case, cfg, steps, label), as :func:`plot` takes them."""
+    return {(d["case"], d["cfg"], d["steps"], d["label"]): d["image_rmse"] for d in state["per_image"]}
+
+
+def plot_only(js: Path, png: Path, force: bool = False) -> None:
     """Redraw ``png`` from the per-image errors stored in ``js``, computing nothing."""
     if not js.is_file():
         raise SystemExit(f"error: --plot-only needs {js} (written by a full run)")
-    state = json.loads(js.read_text())
-    if not state.get("per_image"):
-        raise SystemExit(f"error: {js} holds no per-image errors to plot")
-    plot({(d["case"], d["cfg"], d["steps"], d["label"]): d["image_rmse"] for d in state["per_image"]}, png)
+    with exit_on_output_error():
+        out = OutputFile(png, script=WRITTEN_BY, owned=_PNG_IS_OURS, force=force, what="figure")
+        state = json.loads(js.read_text())
+        if not state.get("per_image"):
+            raise SystemExit(f"error: {js} holds no per-image errors to plot")
+        out.write(lambda tmp: plot(_per_image(state), tmp))
     print(f"wrote {png} from {js}")
+
+
+def _markdown(per_digit: int) -> Callable[[dict[str, Any]], str]:
+    """The table of the state, its rows in case, CFG (high first), steps and ``VARIANTS`` order."""
+    def render(state: dict[str, Any]) -> str:
+        order = {lab: k for k, lab in enumerate(VARIANTS)}
+        rows = sorted(state["rows"], key=lambda r: (CASES.index(r["case"]), -r["cfg"], r["steps"], order[r["label"]]))
+        return markdown(rows, state.get("runs", []), per_digit)
+    return render
+
+
+def open_results(args: argparse.Namespace) -> Results:
+    """The JSON, table and figure in ``--out-dir``, all checked before any work."""
+    out = Path(args.out_dir)
+    return Results(out / "compare_methods.json", script=WRITTEN_BY, fresh={"rows": [], "per_image": [], "runs": []},
+                   force=args.force, resume=args.resume, legacy=_legacy_json, indent=None,
+                   keys=lambda s: ((r["case"], r["cfg"], r["steps"], r["label"]) for r in s["rows"]),
+                   renders={out / "compare_methods.md": (first_line_is(HEADER), text_render(_markdown(args.per_digit))),
+                            out / "compare_methods.png": (_PNG_IS_OURS, lambda s, tmp: plot(_per_image(s), tmp))})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,16 +197,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", nargs="+", type=int, default=[20], help="step counts (default 20)")
     p.add_argument("--methods", nargs="+", choices=list(VARIANTS), help="method labels (default: all)")
     p.add_argument("--per-digit", type=int, default=10, help="images per digit per set (default 10: 100 per set)")
-    p.add_argument("--out-dir", default="docs", help="folder for compare_methods.{md,png,json} (default docs)")
-    p.add_argument("--resume", action="store_true", help="keep the rows already in the JSON and run the rest")
-    p.add_argument("--force", action="store_true", help="replace output files this script did not write")
+    add_output_arguments(p, "compare_methods.{md,png,json}")
     p.add_argument("--quick", action="store_true", help="smoke test: 1 image per digit, CFG 7.5, 4 steps, 3 methods")
     p.add_argument("--plot-only", action="store_true",
                    help="redraw compare_methods.png from the per-image errors in compare_methods.json; compute nothing")
     args = p.parse_args(argv)
     if args.plot_only:
         out = Path(args.out_dir)
-        plot_only(out / "compare_methods.json", out / "compare_methods.png")
+        plot_only(out / "compare_methods.json", out / "compare_methods.png", args.force)
         return 0
     if args.quick:
         args.cfg, args.steps, args.per_digit = [7.5], [4], 1
@@ -193,51 +212,30 @@ def main(argv: list[str] | None = None) -> int:
     methods = args.methods or list(VARIANTS)
     if args.per_digit < 1 or any(s < 1 for s in args.steps) or any(not 0 <= w < 100 for w in args.cfg):
         raise SystemExit("error: --per-digit and --steps must be >= 1 and --cfg in [0, 100)")
-    out = Path(args.out_dir)
-    md, png, js = out / "compare_methods.md", out / "compare_methods.png", out / "compare_methods.json"
-    _check_output(md, args.force, HEADER)
-    _check_output(js, args.force or args.resume, None)
-    _check_output(png, args.force or js.exists(), None)   # our PNG always sits beside our JSON
-
-    command = shlex.join(["python", *(sys.argv if argv is None else ["benchmarks/compare_methods.py", *argv])])
-    if os.environ.get("OMP_NUM_THREADS"):
-        command = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} {command}"
-    import diffusers
-    env = (f"torch {torch.__version__}, diffusers {diffusers.__version__}, Python {platform.python_version()}, "
-           f"{platform.machine()} CPU, nproc {os.cpu_count()}, torch threads {torch.get_num_threads()}")
-
-    state: dict[str, Any] = {"rows": [], "per_image": []}
-    if args.resume and js.exists():
-        state = json.loads(js.read_text())
-    done = {(r["case"], r["cfg"], r["steps"], r["label"]) for r in state["rows"]}
-    model = load_model("digits")
-    start = time.perf_counter()
-    for steps in args.steps:
-        grid = timestep_grid(steps)
-        for cfg in args.cfg:
-            sets = None
-            for label in methods:
-                if all((c, cfg, steps, label) in done for c in CASES):
-                    continue
-                sets = sets or digit_sets(model, cfg, grid, per_digit=args.per_digit, seed=0)
-                name, options, *sampler = VARIANTS[label]
-                results = evaluate(model, sets, cfg, grid, method=name, sampler=(sampler or ["ddim"])[0], **options)
-                for case, r in results.items():
-                    state["rows"].append({**summary_row(r), "label": label})
-                    state["per_image"].append({"case": case, "cfg": cfg, "steps": steps, "label": label,
-                                               "image_rmse": r.image_rmse.tolist()})
-                js.write_text(json.dumps(state))          # after every method: an interrupted run keeps it
-                med = {c: spread(r.image_rmse).median for c, r in results.items()}
-                print(f"cfg {cfg:g} steps {steps} {label:>20}: NFE {results['real'].nfe:>4}  "
-                      + "  ".join(f"{c} {m:.4f}" for c, m in med.items()), flush=True)
-    wall = time.perf_counter() - start
-    state.setdefault("runs", []).append({"command": command, "env": env, "minutes": round(wall / 60, 1)})
-    js.write_text(json.dumps(state))
-    order = {lab: k for k, lab in enumerate(VARIANTS)}
-    state["rows"].sort(key=lambda r: (CASES.index(r["case"]), -r["cfg"], r["steps"], order[r["label"]]))
-    md.write_text(markdown(state["rows"], state["runs"], args.per_digit))
-    plot({(d["case"], d["cfg"], d["steps"], d["label"]): d["image_rmse"] for d in state["per_image"]}, png)
-    print(f"wrote {md}, {png}, {js} ({wall / 60:.1f} min)")
+    with exit_on_output_error():
+        results = open_results(args)
+        run = {"command": command_line(WRITTEN_BY, argv), "env": environment(diffusers=True)}
+        model = load_model("digits")
+        start = time.perf_counter()
+        for steps in args.steps:
+            grid = timestep_grid(steps)
+            for cfg in args.cfg:
+                sets = None
+                for label in methods:
+                    if all(results.done((c, cfg, steps, label)) for c in CASES):
+                        continue
+                    sets = sets or digit_sets(model, cfg, grid, per_digit=args.per_digit, seed=0)
+                    name, options, *sampler = VARIANTS[label]
+                    found = evaluate(model, sets, cfg, grid, method=name, sampler=(sampler or ["ddim"])[0], **options)
+                    results.state["per_image"] += [{"case": case, "cfg": cfg, "steps": steps, "label": label,
+                                                    "image_rmse": r.image_rmse.tolist()} for case, r in found.items()]
+                    results.add(*({**summary_row(r), "label": label} for r in found.values()))   # saved now
+                    med = {c: spread(r.image_rmse).median for c, r in found.items()}
+                    print(f"cfg {cfg:g} steps {steps} {label:>20}: NFE {found['real'].nfe:>4}  "
+                          + "  ".join(f"{c} {m:.4f}" for c, m in med.items()), flush=True)
+        wall = time.perf_counter() - start
+        results.finish({**run, "minutes": round(wall / 60, 1)})
+    print(f"wrote {', '.join(map(str, results.rendered))}, {results.path} ({wall / 60:.1f} min)")
     return 0
 
 

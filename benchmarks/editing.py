@@ -9,7 +9,8 @@ source (:func:`cfginv_lite.style_metrics.style_distance`) as a median with IQR a
 interval, and its ratio to a control of unrelated generated target digits.
 
 Results are written to a JSON file after every method (``--resume`` skips methods already
-there) and to a Markdown table; neither is overwritten unless this script wrote it
+there; it needs the same edits, CFG and steps) and to a Markdown table, atomically, by the
+shared harness :mod:`cfginv_lite.benchmark`; neither is overwritten unless this script wrote it
 (recognised by the JSON's ``"tool"`` key / the Markdown's first line) or ``--force``.
 
 Usage (from the repository root)::
@@ -20,23 +21,21 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from cfginv_lite import load_model, make_guidance, timestep_grid
+from cfginv_lite.benchmark import Results, add_output_arguments, command_line, exit_on_output_error, text_render
 from cfginv_lite.data import digit_prompt, load_digit_images, real_digit_set, train_digit_classifier
 from cfginv_lite.editing import edit
 from cfginv_lite.evidence import median_ratio, spread
-from cfginv_lite.experiment import generate
+from cfginv_lite.sampling import generate
 from cfginv_lite.methods import run_method
-from cfginv_lite.outputs import write_text_atomic
 from cfginv_lite.style_metrics import style_distance, style_scales
+from cfginv_lite.ownership import first_line_is
 
 TOOL = "benchmarks/editing.py"
 HEADER = "# Editing real digits: success and preservation per inversion method and tau"
@@ -48,30 +47,6 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "anderson (3 it)": ("anderson", {"iterations": 3}),
     "null-text (lr 0.05)": ("null-text", {"lr": 0.05}),
 }
-
-
-def _check(path: Path, force: bool, ours: bool) -> None:
-    if path.is_dir():
-        raise SystemExit(f"error: output {path} is a directory")
-    if not path.parent.is_dir():
-        raise SystemExit(f"error: output folder {path.parent} does not exist")
-    if path.exists() and not force and not ours:
-        raise SystemExit(f"error: {path} exists and was not written by this script; pass --force to replace it")
-
-
-def _json_is_ours(path: Path) -> bool:
-    try:
-        return json.loads(path.read_text()).get("tool") == TOOL
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def _md_is_ours(path: Path) -> bool:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.readline().rstrip("\n") == HEADER
-    except OSError:
-        return False
 
 
 def markdown(data: dict[str, Any]) -> str:
@@ -98,17 +73,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-digit", type=int, default=10)
     ap.add_argument("--cfg", type=float, default=7.5)
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--out-dir", type=Path, default=Path("docs"))
-    ap.add_argument("--resume", action="store_true", help="keep the methods already in the JSON")
-    ap.add_argument("--force", action="store_true", help="replace output files this script did not write")
+    add_output_arguments(ap, "editing.{json,md}")
     ap.add_argument("--quick", action="store_true", help="smoke test: 1 digit per class, 3 steps, 2 methods")
     args = ap.parse_args(argv)
     if args.quick:
         args.per_digit, args.steps, args.methods, args.taus = 1, 3, args.methods[:2], [0.0, 1.0]
-    json_path, md_path = args.out_dir / "editing.json", args.out_dir / "editing.md"
-    _check(json_path, args.force, _json_is_ours(json_path))
-    _check(md_path, args.force, _md_is_ours(md_path))
+    out = Path(args.out_dir)
+    with exit_on_output_error():
+        results = Results(out / "editing.json", script=TOOL, marker="tool", fresh={"rows": []}, force=args.force,
+                          resume=args.resume, keys=lambda s: (r["method"] for r in s["rows"]),
+                          renders={out / "editing.md": (first_line_is(HEADER), text_render(markdown))})
+        old, new = results.state.get("settings"), {"edits": 90 * args.per_digit, "cfg": args.cfg, "steps": args.steps}
+        if old is not None and {k: old.get(k) for k in new} != new:
+            raise SystemExit(f"error: {results.path} holds edits of another setting ({old.get('edits')} edits, CFG "
+                             f"{old.get('cfg')}, {old.get('steps')} steps); --resume needs the same, --force starts over")
+        return run(args, argv, results)
 
+
+def run(args: argparse.Namespace, argv: list[str] | None, results: Results) -> int:
+    """The edits of every method and tau not in ``results`` yet, saved after each method."""
     model = load_model("digits")
     grid = timestep_grid(args.steps)
     images, labels = real_digit_set(args.per_digit, seed=0)
@@ -122,19 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     target_emb = model.encode_prompt(target_prompts)
     control = generate(model, target_prompts, args.cfg, grid, seed=1).images
     style_control = style_distance(control, originals, scales)
-    command = " ".join(["python", TOOL, *(argv if argv is not None else sys.argv[1:])])
-    data: dict[str, Any] = {"tool": TOOL, "rows": [], "settings": dict(
-        images=len(images), per_digit=args.per_digit, edits=len(x), cfg=args.cfg, steps=args.steps, command=command),
-        "control": dict(success=float((classify(control) == tgt).mean()), style_median=float(np.median(style_control)))}
-    if args.resume and json_path.exists() and _json_is_ours(json_path):
-        old = json.loads(json_path.read_text())
-        if old.get("settings", {}).get("edits") == len(x) and old["settings"].get("cfg") == args.cfg:
-            data["rows"] = [r for r in old["rows"] if r["method"] in args.methods]
-    done = {r["method"] for r in data["rows"]}
+    settings = dict(images=len(images), per_digit=args.per_digit, edits=len(x), cfg=args.cfg, steps=args.steps,
+                    command=command_line(TOOL, argv))
+    results.state.update(settings=settings, control=dict(success=float((classify(control) == tgt).mean()),
+                                                         style_median=float(np.median(style_control))))
     guidance = make_guidance(model, [digit_prompt(d) for d in src], args.cfg)
     for label in args.methods:
-        if label in done:
-            print(f"{label}: kept from {json_path}")
+        if results.done(label):
+            print(f"{label}: kept from {results.path}")
             continue
         name, options = VARIANTS[label]
         start = time.perf_counter()
@@ -153,13 +131,11 @@ def main(argv: list[str] | None = None) -> int:
                              to_control_ci_high=r.ci_high))
             print(f"{label} tau {tau:g}: success {rows[-1]['success']:.3f}, style {s}, / control {r.median:.2f}",
                   flush=True)
-        data["rows"] += rows
-        data["seconds_" + label] = time.perf_counter() - start
-        write_text_atomic(json_path, json.dumps(data, indent=1) + "\n")   # after every method
-        write_text_atomic(md_path, markdown(data))
-    print(f"wrote {json_path} and {md_path}")
+        results.state["seconds_" + label] = time.perf_counter() - start
+        results.add(*rows)                                  # after every method: JSON and table
+    results.save()
+    print(f"wrote {results.path} and {results.rendered[0]}")
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

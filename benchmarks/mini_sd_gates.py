@@ -10,7 +10,8 @@
     held-out real digits at CFG 1 and CFG 7.5, 20 steps: medians, their ratio (bootstrap 95%
     interval) and the per-image paired ratio.
 
-The file is replaced only if this script wrote it (``--force`` overrides), atomically.
+The file is checked before any work and replaced only if this script wrote it (``--force``
+overrides), atomically (the shared harness :mod:`cfginv_lite.benchmark`).
 
 Usage (from the repository root)::
 
@@ -21,32 +22,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import shlex
-import sys
 import time
-from pathlib import Path
-
-import torch
+from typing import Any
 
 from cfginv_lite import load_model
+from cfginv_lite.benchmark import OutputFile, add_output_arguments, command_line, environment, exit_on_output_error
 from cfginv_lite.mnist import load_mnist_split, train_mnist_classifier
-from cfginv_lite.outputs import write_text_atomic
+from cfginv_lite.ownership import json_marked
 from cfginv_lite.quality import generation_accuracy, naive_phenomenon, reconstruction_rmse
 from cfginv_lite.evidence import spread
 
 WRITTEN_BY = "benchmarks/mini_sd_gates.py"
 
 
-def _ours(path: Path) -> bool:
-    try:
-        return json.loads(path.read_text()).get("written_by") == WRITTEN_BY
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def _sd(s) -> dict[str, float]:
+def _sd(s: Any) -> dict[str, float]:
     return {"median": s.median, "q25": s.q25, "q75": s.q75, "ci_low": s.ci_low, "ci_high": s.ci_high, "n": s.n}
 
 
@@ -55,21 +44,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="docs/mini_sd_gates.json", help="output JSON (default docs/mini_sd_gates.json)")
     p.add_argument("--gen-steps", type=int, default=50, help="DDIM steps for the generated digits (default 50)")
     p.add_argument("--weights-dir", default=None, help="mini-sd weights folder (default: the shipped ones)")
-    p.add_argument("--force", action="store_true", help="replace an output file this script did not write")
+    add_output_arguments(p, resume=False)
     p.add_argument("--quick", action="store_true", help="smoke test: 1 image per digit, 4 steps, 100 VAE images")
     args = p.parse_args(argv)
-    out = Path(args.out)
-    if out.is_dir() or not out.parent.is_dir():
-        raise SystemExit(f"error: {out} is a folder or its folder does not exist")
-    if out.exists() and not args.force and not _ours(out):
-        raise SystemExit(f"error: {out} exists and was not written by this script; pass --force to replace it")
     if args.gen_steps < 1:
         raise SystemExit("error: --gen-steps must be >= 1")
-    per_digit, gen_steps, inv_steps, n_vae = (1, 4, 4, 100) if args.quick else (10, args.gen_steps, 20, 1000)
+    with exit_on_output_error():
+        out = OutputFile(args.out, script=WRITTEN_BY, owned=json_marked(WRITTEN_BY), force=args.force,
+                         what="gates JSON")
+        result = measure(args, command_line(WRITTEN_BY, argv))
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"saved {out.path} ({result['seconds']} s)")
+    return 0
 
-    command = shlex.join(["python", *(sys.argv if argv is None else [WRITTEN_BY, *argv])])
-    if os.environ.get("OMP_NUM_THREADS"):
-        command = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} {command}"
+
+def measure(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """The three gates, printed as they finish; the JSON's content."""
+    per_digit, gen_steps, inv_steps, n_vae = (1, 4, 4, 100) if args.quick else (10, args.gen_steps, 20, 1000)
     start = time.perf_counter()
     model = load_model("mini-sd", **({"weights_dir": args.weights_dir} if args.weights_dir else {}))
     predict = train_mnist_classifier()
@@ -85,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
           f"({ph.ratio_of_medians.ci_low:.2f}-{ph.ratio_of_medians.ci_high:.2f}); paired {ph.paired}")
     result = {
         "written_by": WRITTEN_BY, "command": command, "quick": args.quick,
-        "env": f"torch {torch.__version__}, Python {platform.python_version()}, {platform.machine()} CPU, "
-               f"nproc {os.cpu_count()}, torch threads {torch.get_num_threads()}",
+        "env": environment(),
         "seconds": round(time.perf_counter() - start, 1),
         "a_generation_accuracy": {"accuracy": acc.accuracy, "ci_low": acc.ci_low, "ci_high": acc.ci_high,
                                   "n": acc.n, "cfg": 3.0, "steps": gen_steps, "seed": 0,
@@ -97,9 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                               "cfg1": _sd(ph.spreads[1.0]), "cfg7.5": _sd(ph.spreads[7.5]),
                               "ratio_of_medians": _sd(ph.ratio_of_medians), "paired_ratio": _sd(ph.paired)},
     }
-    write_text_atomic(out, json.dumps(result, indent=2) + "\n")
-    print(f"saved {out} ({result['seconds']} s)")
-    return 0
+    return result
 
 
 if __name__ == "__main__":

@@ -29,11 +29,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cfginv_lite.benchmark import OutputFile, add_output_arguments, exit_on_output_error
 from cfginv_lite.evidence import spread
-from cfginv_lite.outputs import OutputPathError, check_output_file, write_output
+from cfginv_lite.outputs import OutputPathError
+from cfginv_lite.ownership import png_titled
 
 ROOT = Path(__file__).resolve().parents[1]
+WRITTEN_BY = "benchmarks/overview_figure.py"
 TITLE = "cfginv-lite overview: error vs cost of every method family (benchmarks/overview_figure.py)"
+#: whether a PNG is this script's (the title it stores in the PNG's metadata)
+_ours = png_titled(TITLE)
 CASE, CFG, STEPS = "real", 7.5, 20
 
 #: family -> (the compare_methods labels in it, colour, marker, where the course teaches it)
@@ -87,15 +92,6 @@ def points(state: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _ours(path: Path) -> bool:
-    try:
-        from PIL import Image
-        with Image.open(path) as im:
-            return im.info.get("Title") == TITLE
-    except Exception:   # not a PNG, unreadable: not ours
-        return False
-
-
 def draw(pts: list[dict[str, Any]], path: Path) -> None:
     """The figure: log-log error vs cost, one colour and marker per family, every point labelled."""
     import matplotlib
@@ -144,22 +140,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=str(ROOT / "docs" / "compare_methods.json"),
                    help="compare_methods.json to read (default docs/compare_methods.json)")
     p.add_argument("--out", default=str(ROOT / "docs" / "overview.png"), help="PNG to write (default docs/overview.png)")
-    p.add_argument("--force", action="store_true", help="replace an output file this script did not write")
+    add_output_arguments(p, resume=False)
     args = p.parse_args(argv)
     src = Path(args.json)
     if not src.is_file():
         p.error(f"{src} does not exist (written by benchmarks/compare_methods.py)")
     try:
-        out = check_output_file(args.out, what="overview PNG", force=args.force, owned=_ours)
+        out = OutputFile(args.out, script=WRITTEN_BY, owned=_ours, force=args.force, what="overview PNG")
         pts = points(json.loads(src.read_text(encoding="utf-8")))
     except (OutputPathError, ValueError, KeyError) as err:
         p.error(str(err).strip("'\""))
-    existed = out.exists()
     for q in sorted(pts, key=lambda q: (q["cost"], q["median"])):
         print(f"{q['label']:>22}  {q['family']:<31} cost {q['cost']:>4}  median {q['median']:.2e} "
               f"(IQR {q['q25']:.2e}-{q['q75']:.2e})")
-    write_output(out, lambda tmp: draw(pts, tmp), existed=existed, force=args.force, owned=_ours, what="overview PNG")
-    print(f"wrote {out} ({len(pts)} methods, {pts[0]['n']} images each)")
+    with exit_on_output_error():   # the PNG changed hands during the run: say so, keep the figure beside it
+        out.write(lambda tmp: draw(pts, tmp))
+    print(f"wrote {out.path} ({len(pts)} methods, {pts[0]['n']} images each)")
     return 0
 
 

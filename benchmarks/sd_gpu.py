@@ -40,6 +40,7 @@ from typing import Any, Callable
 
 import torch
 
+from cfginv_lite.benchmark import OutputFile, add_output_arguments, exit_on_output_error
 from cfginv_lite.compensate import invert_original
 from cfginv_lite.fixed_point import invert_fixed_point
 from cfginv_lite.ddim import invert_naive, sample_ddim
@@ -47,6 +48,7 @@ from cfginv_lite.guidance import Guidance, guided_noise
 from cfginv_lite.validation import NonFiniteLatentError
 from cfginv_lite.models.stable_diffusion import StableDiffusionModel
 from cfginv_lite.models.tiny import build_tiny_stable_diffusion
+from cfginv_lite.ownership import first_line_is
 from cfginv_lite.schedule import SD1_SCHEDULER_CONFIG, timestep_grid
 from cfginv_lite.trace import TraceRecorder
 
@@ -67,6 +69,8 @@ SD15_VAE_CONFIG: dict[str, Any] = {
     "layers_per_block": 2, "norm_num_groups": 32, "out_channels": 3, "sample_size": 512,
     "up_block_types": ["UpDecoderBlock2D"] * 4, "scaling_factor": 0.18215,
 }
+WRITTEN_BY = "benchmarks/sd_gpu.py"
+HEADER = "# Stable Diffusion timings"
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
@@ -95,6 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile row")
     p.add_argument("--out", type=Path, default=None,
                    help="Markdown file to write (default docs/benchmarks.md on CUDA; nothing on CPU)")
+    add_output_arguments(p, resume=False)
     p.add_argument("--allow-cpu", action="store_true", help="run on the CPU (only with --tiny or --size 64)")
     p.add_argument("--tiny", action="store_true", help="tiny random SD instead of SD 1.5 (smoke test)")
     args = p.parse_args(argv)
@@ -302,7 +307,7 @@ def markdown(args: argparse.Namespace, model: StableDiffusionModel, rows: list[R
             else "SD 1.5 UNet + VAE architecture, random weights")
     unet_dtype, vae_dtype = (str(d).replace("torch.", "") for d in (model.dtype, model.vae_dtype))
     lines = [
-        "# Stable Diffusion timings",
+        HEADER,
         "",
         f"- Measured: {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')} on **{device_name(model.device)}**",
         f"- torch {torch.__version__}, diffusers {diffusers.__version__}, Python {platform.python_version()}",
@@ -340,15 +345,16 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     device, dtype = choose_device(args)
-    model = build_model(args, device, dtype)
-    rows = run_all(args, model)
-    report = markdown(args, model, rows, argv)
-    print(report)
     out = args.out if args.out is not None else (Path("docs/benchmarks.md") if device.type == "cuda" else None)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(report)
-        print(f"wrote {out}")
+    with exit_on_output_error():                      # the report's path is checked before the (long) run
+        report_file = None if out is None else OutputFile(out, script=WRITTEN_BY, owned=first_line_is(HEADER),
+                                                          force=args.force, what="timings Markdown")
+        model = build_model(args, device, dtype)
+        report = markdown(args, model, run_all(args, model), argv)
+        print(report)
+        if report_file is not None:
+            report_file.write_text(report)
+            print(f"wrote {report_file.path}")
     return 0
 
 

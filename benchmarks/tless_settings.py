@@ -15,9 +15,9 @@ real ones. This script measures exactly that setting, which takes minutes rather
 * statistics: median image RMSE, interquartile range, bootstrap 95% interval of the median,
   and per-image paired ratios against naive inversion with the source label.
 
-Results are written to the JSON after every (scale, method), so an interrupted run keeps what it
-finished and ``--resume`` skips what is there. Files this script did not write are never replaced
-(``--force`` overrides).
+Results are written to the JSON (atomically, by the shared harness :mod:`cfginv_lite.benchmark`)
+after every (scale, method), so an interrupted run keeps what it finished and ``--resume`` skips
+what is there. Files this script did not write are never replaced (``--force`` overrides).
 
 Usage (from the repository root)::
 
@@ -27,22 +27,21 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from cfginv_lite import load_model
+from cfginv_lite.benchmark import (
+    Results, add_output_arguments, command_line, environment, exit_on_output_error, text_render,
+)
 from cfginv_lite.evidence import CASES, digit_sets, evaluate_samplers, paired_ratio, spread
+from cfginv_lite.ownership import first_line_is
 from cfginv_lite.schedule import timestep_grid
 
+WRITTEN_BY = "benchmarks/tless_settings.py"
 HEADER = "# The original method at its author's settings (digits model)"
 #: label -> (registry method, options); the original's variants all refine 5 times.
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -54,32 +53,6 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 BASELINE = "naive, source label"
 SAMPLERS = ("ddim", "lms")
-
-
-def _check_output(path: Path, force: bool, ours: bool) -> None:
-    """Refuse to replace a file this script did not write, unless ``force``."""
-    if path.is_dir():
-        raise SystemExit(f"error: output {path} is a directory")
-    if not path.parent.is_dir():
-        raise SystemExit(f"error: output folder {path.parent} does not exist")
-    if path.exists() and not (force or ours):
-        raise SystemExit(f"error: {path} exists and was not written by this script; pass --force to replace it")
-
-
-def _is_ours_md(path: Path) -> bool:
-    if not path.exists():
-        return False
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        return fh.readline().rstrip("\n") == HEADER
-
-
-def _is_ours_json(path: Path) -> bool:
-    if not path.exists():
-        return False
-    try:
-        return json.loads(path.read_text()).get("written_by") == "benchmarks/tless_settings.py"
-    except (ValueError, AttributeError):
-        return False
 
 
 def markdown(state: dict[str, Any]) -> str:
@@ -99,7 +72,9 @@ def markdown(state: dict[str, Any]) -> str:
         lines += ["At 50 steps `t1 - t = 20`, so `tless = t - 5` is already a whole level and the rounded variant "
                   "repeats the original exactly; notebook 04 makes that control at 20 steps, where `tless` is "
                   "fractional.", ""]
-    rows = state["rows"]
+    order = {lab: k for k, lab in enumerate(VARIANTS)}
+    rows = sorted(state["rows"], key=lambda r: (r["cfg"], CASES.index(r["case"]), order[r["label"]],
+                                                SAMPLERS.index(r["sampler"])))
     for cfg in sorted({r["cfg"] for r in rows}):
         for case in CASES:
             block = [r for r in rows if r["cfg"] == cfg and r["case"] == case]
@@ -117,14 +92,37 @@ def markdown(state: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def measure(results: Results, model: Any, grid: list[int], cfg: float, label: str, sets: dict[str, Any]) -> None:
+    """One method at one scale under both samplers: per-image errors, rows with ratios to naive; saved at once."""
+    method, options = VARIANTS[label]
+    state = results.state
+    found = evaluate_samplers(model, sets, cfg, grid, method, samplers=SAMPLERS, **options)
+    for sampler, by_case in found.items():
+        for case, r in by_case.items():
+            state["per_image"][f"{cfg}|{label}|{sampler}|{case}"] = r.image_rmse.tolist()
+    rows, steps = [], len(grid) - 1                      # the grid has steps + 1 levels
+    for sampler, by_case in found.items():
+        for case, r in by_case.items():
+            base = np.asarray(state["per_image"].get(f"{cfg}|{BASELINE}|{sampler}|{case}", r.image_rmse))
+            s, ratio = spread(r.image_rmse), paired_ratio(r.image_rmse, base)
+            rows.append({
+                "cfg": cfg, "steps": steps, "case": case, "label": label, "sampler": sampler,
+                "nfe": r.nfe, "n": s.n, "median": s.median, "q25": s.q25, "q75": s.q75,
+                "ci_low": s.ci_low, "ci_high": s.ci_high, "ratio": ratio.median,
+                "ratio_ci_low": ratio.ci_low, "ratio_ci_high": ratio.ci_high,
+                "diverged": int(r.diverged.sum())})
+    results.add(*rows)                                   # after every method: an interrupted run keeps it
+    print(f"cfg {cfg:g} {label:>42}: NFE {found['ddim']['real'].nfe:>4}  " + "  ".join(
+        f"{smp}/{case} {spread(r.image_rmse).median:.4f}" for smp, by_case in found.items()
+        for case, r in by_case.items()), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cfg", nargs="+", type=float, default=[4.0, 4.5, 5.5], help="guidance scales (default 4 4.5 5.5)")
     p.add_argument("--steps", type=int, default=50, help="steps (default 50, the author's)")
     p.add_argument("--per-digit", type=int, default=10, help="images per digit per set (default 10: 100 per set)")
-    p.add_argument("--out-dir", default="docs", help="folder for tless_settings.{md,json} (default docs)")
-    p.add_argument("--resume", action="store_true", help="keep the results already in the JSON and run the rest")
-    p.add_argument("--force", action="store_true", help="replace output files this script did not write")
+    add_output_arguments(p, "tless_settings.{md,json}")
     p.add_argument("--quick", action="store_true", help="smoke test: 1 image per digit, CFG 5.5, 6 steps")
     args = p.parse_args(argv)
     if args.quick:
@@ -132,57 +130,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.per_digit < 1 or args.steps < 2 or any(not 1 <= w < 100 for w in args.cfg):
         raise SystemExit("error: --per-digit must be >= 1, --steps >= 2 and --cfg in [1, 100)")
     out = Path(args.out_dir)
-    md, js = out / "tless_settings.md", out / "tless_settings.json"
-    _check_output(md, args.force, _is_ours_md(md))
-    _check_output(js, args.force, _is_ours_json(js))
-    if js.exists() and not args.resume and not args.force:
-        raise SystemExit(f"error: {js} holds earlier results; pass --resume to continue them or --force to start over")
-
-    command = shlex.join(["python", *(sys.argv if argv is None else ["benchmarks/tless_settings.py", *argv])])
-    if os.environ.get("OMP_NUM_THREADS"):
-        command = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} {command}"
-    env = (f"torch {torch.__version__}, Python {platform.python_version()}, {platform.machine()} CPU, "
-           f"nproc {os.cpu_count()}, torch threads {torch.get_num_threads()}")
-    state: dict[str, Any] = {"written_by": "benchmarks/tless_settings.py", "rows": [], "per_image": {}, "runs": []}
-    if args.resume and js.exists():
-        state = json.loads(js.read_text())
-    done = {(r["cfg"], r["label"]) for r in state["rows"]}
-
-    model = load_model("digits")
-    grid = timestep_grid(args.steps)
-    start = time.perf_counter()
-    for cfg in args.cfg:
-        sets = None
-        for label, (method, options) in VARIANTS.items():
-            if (cfg, label) in done:
-                continue
-            sets = sets or digit_sets(model, cfg, grid, per_digit=args.per_digit, seed=0)
-            results = evaluate_samplers(model, sets, cfg, grid, method, samplers=SAMPLERS, **options)
-            for sampler, by_case in results.items():
-                for case, r in by_case.items():
-                    state["per_image"][f"{cfg}|{label}|{sampler}|{case}"] = r.image_rmse.tolist()
-            for sampler, by_case in results.items():
-                for case, r in by_case.items():
-                    base = np.asarray(state["per_image"].get(f"{cfg}|{BASELINE}|{sampler}|{case}", r.image_rmse))
-                    s, ratio = spread(r.image_rmse), paired_ratio(r.image_rmse, base)
-                    state["rows"].append({
-                        "cfg": cfg, "steps": args.steps, "case": case, "label": label, "sampler": sampler,
-                        "nfe": r.nfe, "n": s.n, "median": s.median, "q25": s.q25, "q75": s.q75,
-                        "ci_low": s.ci_low, "ci_high": s.ci_high, "ratio": ratio.median,
-                        "ratio_ci_low": ratio.ci_low, "ratio_ci_high": ratio.ci_high,
-                        "diverged": int(r.diverged.sum())})
-            js.write_text(json.dumps(state))          # after every method: an interrupted run keeps it
-            print(f"cfg {cfg:g} {label:>42}: NFE {results['ddim']['real'].nfe:>4}  " + "  ".join(
-                f"{smp}/{case} {spread(r.image_rmse).median:.4f}" for smp, by_case in results.items()
-                for case, r in by_case.items()), flush=True)
-    wall = time.perf_counter() - start
-    if len(state["rows"]) > len(done) * len(SAMPLERS) * len(CASES):     # something new was measured
-        state["runs"].append({"command": command, "env": env, "minutes": round(wall / 60, 1)})
-    js.write_text(json.dumps(state))
-    order = {lab: k for k, lab in enumerate(VARIANTS)}
-    state["rows"].sort(key=lambda r: (r["cfg"], CASES.index(r["case"]), order[r["label"]], SAMPLERS.index(r["sampler"])))
-    md.write_text(markdown(state))
-    print(f"wrote {md} and {js} ({wall / 60:.1f} min)")
+    with exit_on_output_error():
+        results = Results(out / "tless_settings.json", script=WRITTEN_BY, fresh={"rows": [], "per_image": {}, "runs": []},
+                          force=args.force, resume=args.resume, indent=None,
+                          keys=lambda s: ((r["cfg"], r["label"]) for r in s["rows"]),
+                          renders={out / "tless_settings.md": (first_line_is(HEADER), text_render(markdown))})
+        run = {"command": command_line(WRITTEN_BY, argv), "env": environment()}
+        model = load_model("digits")
+        grid = timestep_grid(args.steps)
+        start = time.perf_counter()
+        for cfg in args.cfg:
+            sets = None
+            for label in VARIANTS:
+                if not results.done((cfg, label)):
+                    sets = sets or digit_sets(model, cfg, grid, per_digit=args.per_digit, seed=0)
+                    measure(results, model, grid, cfg, label, sets)
+        wall = time.perf_counter() - start
+        results.finish({**run, "minutes": round(wall / 60, 1)})
+    print(f"wrote {out / 'tless_settings.md'} and {results.path} ({wall / 60:.1f} min)")
     return 0
 
 

@@ -29,9 +29,9 @@ executed as committed (digits) and with ``cl.load_model("digits")`` replaced by
 ``cl.load_model("mini-sd")`` (copies in a temporary folder, errors allowed in digits-specific
 cells), wall time per notebook, same machine, one after the other.
 
-Results are saved (atomically) after every (row, model), so an interrupted run keeps what it
-finished and ``--resume`` skips what is there. Files this script did not write are never
-replaced unless ``--force`` (``cfginv_lite.outputs``).
+Results are saved (atomically, by the shared harness :mod:`cfginv_lite.benchmark`) after every
+(row, model), so an interrupted run keeps what it finished and ``--resume`` skips what is there.
+Files this script did not write are never replaced unless ``--force``.
 
 Usage (from the repository root)::
 
@@ -46,9 +46,7 @@ import dataclasses
 import datetime as _dt
 import json
 import os
-import platform
 import re
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -62,8 +60,11 @@ import torch
 from tqdm.auto import tqdm
 
 from cfginv_lite import load_model
+from cfginv_lite.benchmark import (
+    Results, add_output_arguments, command_line, environment, exit_on_output_error, text_render,
+)
 from cfginv_lite.evidence import CASES, digit_sets, evaluate_samplers, median_ratio, paired_ratio, spread
-from cfginv_lite.outputs import OutputPathError, check_output_file, write_output
+from cfginv_lite.ownership import first_line_is
 from cfginv_lite.schedule import timestep_grid
 
 WRITTEN_BY = "benchmarks/transfer.py"
@@ -618,52 +619,43 @@ def row_info(row: Row) -> dict[str, Any]:
             "kind": row.kind, "calibrated": row.calibrated}
 
 
-def _ours_json(path: Path) -> bool:
-    try:
-        return json.loads(path.read_text(encoding="utf-8")).get("written_by") == WRITTEN_BY
-    except (OSError, ValueError, AttributeError):
-        return False
+def annotate(state: dict[str, Any]) -> None:
+    """What readers of the JSON need besides the measurements: each row's text, the current decision."""
+    state["row_info"] = {r.key: row_info(r) for r in ROWS if r.key in state["rows"]}
+    if state.get("notebook_timing"):       # the decision follows the current rule and README
+        state["notebook_timing"]["decision"] = decide(state["notebook_timing"]["runs"])
 
 
-def _ours_md(path: Path) -> bool:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.readline().rstrip("\r\n") == HEADER
-    except OSError:
-        return False
+class TransferResults(Results):
+    """The harness's results file, annotated (:func:`annotate`) before every save."""
+
+    def save(self) -> None:
+        annotate(self.state)
+        super().save()
 
 
-class Outputs:
-    """The JSON and Markdown outputs: checked before any work, written atomically after every row."""
-
-    def __init__(self, out_dir: Path, force: bool) -> None:
-        self.force = force
-        self.js = check_output_file(out_dir / "transfer.json", what="transfer JSON", force=force, owned=_ours_json)
-        self.md = check_output_file(out_dir / "transfer.md", what="transfer Markdown", force=force, owned=_ours_md)
-        self.existed = {p: p.exists() for p in (self.js, self.md)}
-
-    def save(self, state: dict[str, Any]) -> None:
-        state["row_info"] = {r.key: row_info(r) for r in ROWS if r.key in state["rows"]}   # for readers of the JSON
-        if state.get("notebook_timing"):       # the decision follows the current rule and README
-            state["notebook_timing"]["decision"] = decide(state["notebook_timing"]["runs"])
-        for path, text, owned in ((self.js, json.dumps(state, indent=1) + "\n", _ours_json),
-                                  (self.md, markdown(state), _ours_md)):
-            write_output(path, lambda tmp, t=text: tmp.write_text(t, encoding="utf-8"), existed=self.existed[path],
-                         force=self.force, owned=owned)
-            self.existed[path] = True
+def open_results(out: Path, args: argparse.Namespace) -> TransferResults:
+    """transfer.json and transfer.md in ``out``, checked before any work; a resumed file must match ``--per-digit``."""
+    results = TransferResults(out / "transfer.json", script=WRITTEN_BY, force=args.force, resume=args.resume,
+                              fresh={"quick": args.quick, "per_digit": args.per_digit, "rows": {}, "runs": []},
+                              keys=lambda s: ((key, model) for key, by in s["rows"].items() for model in by),
+                              renders={out / "transfer.md": (first_line_is(HEADER), text_render(markdown))},
+                              what="transfer JSON")
+    if results.state.get("per_digit") != args.per_digit:
+        raise SystemExit(f"error: --resume with --per-digit {args.per_digit}, but the file has "
+                         f"{results.state.get('per_digit')}")
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out-dir", default="docs", help="folder for transfer.{json,md} (default docs)")
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     p.add_argument("--rows", nargs="+", choices=ROW_KEYS, help="rows to run (default: all)")
     p.add_argument("--skip-optional", action="store_true", help="leave out the optional (slow) rows")
     p.add_argument("--per-digit", type=int, default=10, help="images per class per set (default 10: 100 per set)")
     p.add_argument("--notebook-timing", action="store_true",
                    help="also time notebooks 02, 03 and 03b with digits and with mini-sd swapped in (minutes)")
-    p.add_argument("--resume", action="store_true", help="keep the rows already in the JSON and run the rest")
-    p.add_argument("--force", action="store_true", help="replace output files this script did not write")
+    add_output_arguments(p, "transfer.{json,md}")
     p.add_argument("--quick", action="store_true", help="smoke test: 1 image per class, rows naive-cfg and label")
     args = p.parse_args(argv)
     if args.per_digit < 1:
@@ -672,56 +664,39 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.per_digit = 1
         rows = [r for r in ROWS if r.key in (args.rows or ["naive-cfg", "label"])]
-    out = Path(args.out_dir)
-    try:
-        outputs = Outputs(out, args.force or False)
-    except OutputPathError as err:
-        raise SystemExit(f"error: {err}") from None
-    command = shlex.join(["python", *(sys.argv if argv is None else [WRITTEN_BY, *argv])])
-    if os.environ.get("OMP_NUM_THREADS"):
-        command = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} {command}"
-    env = (f"torch {torch.__version__}, Python {platform.python_version()}, {platform.machine()} CPU, "
-           f"nproc {os.cpu_count()}, torch threads {torch.get_num_threads()}, 1-min load at start "
-           f"{os.getloadavg()[0]:.2f}")
-    state: dict[str, Any] = {"written_by": WRITTEN_BY, "quick": args.quick, "per_digit": args.per_digit,
-                             "rows": {}, "runs": []}
-    if args.resume and outputs.js.exists():
-        if not _ours_json(outputs.js):
-            raise SystemExit(f"error: {outputs.js} was not written by this script; cannot --resume from it")
-        state = json.loads(outputs.js.read_text(encoding="utf-8"))
-        if state.get("per_digit") != args.per_digit:
-            raise SystemExit(f"error: --resume with --per-digit {args.per_digit}, but the file has "
-                             f"{state.get('per_digit')}")
-    start = time.perf_counter()
-    did_work = False
-    for name in args.models:
-        todo = [r for r in rows if name not in state["rows"].get(r.key, {})]
-        if not todo:
-            continue
-        did_work = True
-        runner = ModelRunner(name, args.per_digit)
-        for row in tqdm(todo, desc=name):
-            result = measure_row(runner, row)
-            state["rows"].setdefault(row.key, {})[name] = result
-            outputs.save(state)                                   # after every row: an interrupted run keeps it
-            real = result["cases"].get(row.cases[0])
-            if real is None:
-                print(f"{name:>12} {row.key:>15}: not run ({cell(result, row.cases[0])})", flush=True)
-                continue
-            print(f"{name:>12} {row.key:>15}: {row.cases[0]} a {real['a']['median']:.4f} b {real['b']['median']:.4f} "
-                  f"a/b {real['ratio']['value']:.3f} ({result['seconds']} s)", flush=True)
-    if args.notebook_timing:
-        with tempfile.TemporaryDirectory(prefix="transfer-nb-") as tmp:
-            runs = time_notebooks(["02_cfg_breaks_inversion.ipynb", "03_the_authors_method.ipynb",
-                                   "03b_relatives_compared.ipynb"], Path(tmp))
-        state["notebook_timing"] = {"env": env, "runs": runs, "decision": decide(runs),
-                                    "omp_threads": os.environ.get("OMP_NUM_THREADS", "unset")}
-        outputs.save(state)
-    if did_work or args.notebook_timing:   # a --resume with nothing left to run is not a run
-        state["runs"].append({"command": command, "env": env, "minutes": round((time.perf_counter() - start) / 60, 1)})
-    outputs.save(state)
-    print(f"wrote {outputs.md} and {outputs.js} ({(time.perf_counter() - start) / 60:.1f} min)")
+    with exit_on_output_error():
+        results = open_results(Path(args.out_dir), args)
+        env = environment(load=True)
+        run = {"command": command_line(WRITTEN_BY, argv), "env": env}
+        start = time.perf_counter()
+        for name in args.models:
+            todo = [r for r in rows if not results.done((r.key, name))]
+            runner = ModelRunner(name, args.per_digit) if todo else None
+            for row in tqdm(todo, desc=name):
+                result = measure_row(runner, row)
+                results.state["rows"].setdefault(row.key, {})[name] = result
+                results.commit()                                  # after every row: an interrupted run keeps it
+                report(name, row, result)
+        if args.notebook_timing:
+            with tempfile.TemporaryDirectory(prefix="transfer-nb-") as tmp:
+                runs = time_notebooks(["02_cfg_breaks_inversion.ipynb", "03_the_authors_method.ipynb",
+                                       "03b_relatives_compared.ipynb"], Path(tmp))
+            results.state["notebook_timing"] = {"env": env, "runs": runs, "decision": decide(runs),
+                                                "omp_threads": os.environ.get("OMP_NUM_THREADS", "unset")}
+            results.commit()
+        results.finish({**run, "minutes": round((time.perf_counter() - start) / 60, 1)})
+    print(f"wrote {results.rendered[0]} and {results.path} ({(time.perf_counter() - start) / 60:.1f} min)")
     return 0
+
+
+def report(name: str, row: Row, result: dict[str, Any]) -> None:
+    """One line per (model, row) as it finishes."""
+    real = result["cases"].get(row.cases[0])
+    if real is None:
+        print(f"{name:>12} {row.key:>15}: not run ({cell(result, row.cases[0])})", flush=True)
+        return
+    print(f"{name:>12} {row.key:>15}: {row.cases[0]} a {real['a']['median']:.4f} b {real['b']['median']:.4f} "
+          f"a/b {real['ratio']['value']:.3f} ({result['seconds']} s)", flush=True)
 
 
 if __name__ == "__main__":

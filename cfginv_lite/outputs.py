@@ -1,4 +1,5 @@
-"""Safe output files for the command-line tools (``compare --plot/--markdown``, the digits trainer).
+"""Safe output files for the command-line tools (``compare --plot/--markdown``, the digits trainer)
+and the benchmark scripts (through :mod:`cfginv_lite.benchmark`).
 
 Two rules, both checked **before** any work starts, so no run loses its results to a bad path:
 
@@ -6,10 +7,10 @@ Two rules, both checked **before** any work starts, so no run loses its results 
    creating and removing a temporary file there, which also catches ``/proc``, read-only
    mounts and missing permissions), and the path is not a folder, a device or a FIFO.
 2. An existing file is replaced only if the tool wrote it itself (a marker it leaves in
-   the file: a first-line comment in Markdown, the ``Software`` text chunk in PNG, the
-   ``Creator`` of a PDF or SVG) or if the user passed ``--force``. Everything else the user
-   owns is refused, and so is a symbolic link (replacing it would cut the link), even one
-   pointing at a table the tool wrote.
+   the file, :mod:`cfginv_lite.ownership`: a first-line comment in Markdown, the ``Software``
+   text chunk in PNG, the ``Creator`` of a PDF or SVG) or if the user passed ``--force``.
+   Everything else the user owns is refused, and so is a symbolic link (replacing it would
+   cut the link), even one pointing at a table the tool wrote.
 
 Files are written atomically (a temporary file in the same folder, then ``os.replace``), so
 a failure while writing never leaves a truncated file behind. The ownership rule is checked
@@ -24,15 +25,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import re
 import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-#: Marker the tool writes, and looks for before replacing a file without ``--force``.
-SOFTWARE = "cfginv-lite compare"
-MARKDOWN_MARKER = "<!-- written by cfginv-lite compare (it may replace this file when run again) -->"
+from .ownership import MARKDOWN_MARKER, SOFTWARE, is_tool_image, is_tool_markdown  # re-exported
 
 _VIRTUAL_ROOTS = ("/proc", "/sys", "/dev")
 
@@ -106,41 +104,6 @@ def _immutable(path: Path) -> bool:
         os.close(fd)
 
 
-def is_tool_markdown(path: Path) -> bool:
-    """Whether ``path`` starts with :data:`MARKDOWN_MARKER` (a table this tool wrote)."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.readline().rstrip("\r\n") == MARKDOWN_MARKER
-    except OSError:
-        return False
-
-
-_PDF_CREATOR = f"/Creator ({SOFTWARE})".encode()
-_SVG_CREATOR = re.compile(r"<dc:creator>\s*<cc:Agent>\s*<dc:title>" + re.escape(SOFTWARE) + r"</dc:title>")
-
-
-def is_tool_image(path: Path) -> bool:
-    """Whether ``path`` is a figure this tool wrote (:func:`cfginv_lite.presentation.plot_rows` with
-    ``software=SOFTWARE``): a PNG whose ``Software`` text chunk, or a PDF or SVG whose creator
-    (matplotlib's ``Creator`` metadata) is :data:`SOFTWARE`."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-            if head.startswith(b"%PDF-"):  # matplotlib writes the info dictionary near the end
-                fh.seek(0, os.SEEK_END)
-                fh.seek(max(0, fh.tell() - 8192))
-                return _PDF_CREATOR in fh.read()
-            if head.startswith((b"<?xml", b"<svg")):  # matplotlib writes <metadata> right after <svg>
-                fh.seek(0)
-                return _SVG_CREATOR.search(fh.read(8192).decode("utf-8", "replace")) is not None
-        from PIL import Image
-
-        with Image.open(path) as img:
-            return img.format == "PNG" and img.info.get("Software") == SOFTWARE
-    except Exception:  # not an image at all: certainly not ours
-        return False
-
-
 def _guarded(check: Callable[..., Path]) -> Callable[..., Path]:
     """Report OS-level failures (name too long, NUL byte, permission) as one-line :class:`OutputPathError`."""
     @functools.wraps(check)
@@ -158,12 +121,13 @@ def _guarded(check: Callable[..., Path]) -> Callable[..., Path]:
 
 @_guarded
 def check_output_file(path: Any, *, what: str = "output file", force: bool = False,
-                      owned: Callable[[Path], bool] | None = None) -> Path:
+                      owned: Callable[[Path], bool] | None = None, owner: str = "cfginv-lite") -> Path:
     """Validate one output file path before any work; return it as an absolute :class:`Path`.
 
     Raises :class:`OutputPathError` (a ``ValueError``) when the path is empty, a folder, a
     device/FIFO/``/proc`` path, in a missing or unwritable folder, or an existing file that
-    ``owned`` does not recognise as the tool's own and ``force`` is false.
+    ``owned`` does not recognise as the tool's own and ``force`` is false (the message says it
+    was not written by ``owner``).
     """
     if not isinstance(path, (str, os.PathLike)) or not os.fspath(path).strip():
         raise OutputPathError(f"the {what} path is empty; give a file name")
@@ -185,7 +149,7 @@ def check_output_file(path: Any, *, what: str = "output file", force: bool = Fal
         if not stat.S_ISREG(mode):
             raise OutputPathError(f"the {what} {shown!r} exists and is not a regular file (a device or FIFO?)")
         if not force and not (owned is not None and owned(p)):
-            raise OutputPathError(f"the {what} {shown!r} already exists and was not written by cfginv-lite; "
+            raise OutputPathError(f"the {what} {shown!r} already exists and was not written by {owner}; "
                                   "pass --force to overwrite it, or choose another name")
         if _immutable(p):
             raise OutputPathError(f"the {what} {shown!r} is immutable or append-only (chattr +i/+a) and cannot be "

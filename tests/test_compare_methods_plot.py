@@ -32,6 +32,20 @@ def test_plot_only_redraws_the_png_from_the_json(tmp_path, monkeypatch):
     assert not (tmp_path / "compare_methods.md").exists()
 
 
+def test_plot_only_replaces_only_its_own_png(tmp_path, capsys):
+    cm = _script()
+    per_image = [{"case": c, "cfg": 7.5, "steps": 20, "label": "naive", "image_rmse": [0.1, 0.2]} for c in cm.CASES]
+    (tmp_path / "compare_methods.json").write_text(json.dumps({"rows": [], "per_image": per_image, "runs": []}))
+    png = tmp_path / "compare_methods.png"
+    png.write_bytes(b"someone else's figure")
+    with pytest.raises(SystemExit, match="not written by this script"):
+        cm.main(["--plot-only", "--out-dir", str(tmp_path)])
+    assert png.read_bytes() == b"someone else's figure"
+    assert cm.main(["--plot-only", "--out-dir", str(tmp_path), "--force"]) == 0
+    assert cm._PNG_IS_OURS(png)                        # marked as the script's own in its metadata
+    assert cm.main(["--plot-only", "--out-dir", str(tmp_path)]) == 0   # its own figure: replaced without --force
+
+
 def test_plot_only_needs_per_image_values(tmp_path):
     cm = _script()
     with pytest.raises(SystemExit, match="needs"):

@@ -84,7 +84,7 @@ def test_resume_keeps_rows_and_foreign_files_are_refused(quick_run: tuple[Path, 
     assert after["rows"] == json.loads(before)["rows"] and len(after["runs"]) == 1   # no work: no run line
     foreign = tmp_path / "transfer.md"
     foreign.write_text("# my notes\n")
-    with pytest.raises(SystemExit, match="not written by cfginv-lite"):
+    with pytest.raises(SystemExit, match="not written by this script"):
         mod.main(["--quick", "--out-dir", str(tmp_path), "--rows", "label"])
     assert foreign.read_text() == "# my notes\n"
     with pytest.raises(SystemExit):
