@@ -1,6 +1,6 @@
 """Seconds per guided network call of the embedded models, measured in one run.
 
-One guided call (:func:`cfginv_lite.ddim.guided_noise`) at batch 100 images is one batched
+One guided call (:func:`cfginv_lite.guidance.guided_noise`) at batch 100 images is one batched
 network evaluation of 200 rows (unconditional + conditional), which is what every step of
 every solver costs. For each model: ``--warmup`` untimed calls, then ``--repeats`` timed
 calls at noise levels spread over the schedule; the median is printed, with the ratio
