@@ -132,7 +132,8 @@ def guided_noise(
     batch = latents.shape[0]
     uncond = expand_batch(guidance.uncond_at(sampling_step), batch, "unconditional embeddings")
     cond = expand_batch(guidance.cond, batch, "conditional embeddings")
-    labels = torch.cat([timestep_labels(label_uncond, batch, latents.device), timestep_labels(label_cond, batch, latents.device)])
+    labels = torch.cat([timestep_labels(label_uncond, batch, latents.device),
+                        timestep_labels(label_cond, batch, latents.device)])
     eps = model.predict_noise(torch.cat([latents, latents]), labels, torch.cat([uncond, cond]))
     eps_u, eps_c = eps.chunk(2)
     return NoiseEstimate(guided=cfg_combine(eps_u, eps_c, guidance.scale), uncond=eps_u, cond=eps_c)

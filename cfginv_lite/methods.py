@@ -72,7 +72,9 @@ def run_exact(inverse: Callable[..., tuple[torch.Tensor, torch.Tensor]], sampler
 #: name -> method. The seed's method at its defaults (3 iterations), the author's showcase
 #: (5) and with the "numerically correct" destination label; its relatives: plain fixed
 #: point on every step (Meiri et al.), damped, Anderson (AIDI) and Anderson with a per-step
-#: budget ("focused": 4 iterations up to level 349, 2 above), all :func:`invert_fixed_point`; the exact-by-construction EDICT and BDIA (:mod:`cfginv_lite.exact`, each with its own sampler); the two baselines.
+#: budget ("focused": 4 iterations up to level 349, 2 above), all :func:`invert_fixed_point`;
+#: the exact-by-construction EDICT and BDIA (:mod:`cfginv_lite.exact`, each with its own
+#: sampler); the two baselines.
 METHODS: dict[str, InversionMethod] = {
     "naive": partial(run_solver, invert_naive, label="source"),
     "naive-destination": partial(run_solver, invert_naive, label="destination"),
