@@ -30,6 +30,7 @@ def setup(digits_model):
     return digits_model, images, guidance, timestep_grid(STEPS)
 
 
+@pytest.mark.slow
 def test_null_text_beats_naive_inversion_at_high_guidance(setup):
     model, x, g, grid = setup
     naive = sample_ddim(model, invert_naive(model, x, grid, g, progress=False), grid, g, progress=False)

@@ -16,6 +16,8 @@ from cfginv_lite import compensate, make_guidance, timestep_grid
 from cfginv_lite.compensate import Stop
 from cfginv_lite.data import digit_prompt, real_digits
 
+pytestmark = pytest.mark.slow   # every test runs the solvers twice on the digits model: 2-33 s each on one loaded CPU thread
+
 LABELS = [3, 1, 7]
 STEPS = 8
 

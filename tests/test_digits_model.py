@@ -56,6 +56,7 @@ def test_same_seed_is_bitwise_identical(digits_model):
     assert torch.equal(za, zb)
 
 
+@pytest.mark.slow
 def test_quality_gate_classifier_recognises_generated_digits(digits_model):
     """>= 90% of 100 digits generated at CFG 3 with 50 DDIM steps are recognised as requested."""
     predict = train_digit_classifier()
@@ -68,6 +69,7 @@ def test_quality_gate_classifier_recognises_generated_digits(digits_model):
     assert accuracy >= 0.90
 
 
+@pytest.mark.slow
 def test_phenomenon_gate_naive_inversion_breaks_at_high_cfg(digits_model):
     """100 real digits inverted naively (20 steps): the median error at w=7.5 is >= 4x that at w=1.
 
@@ -83,6 +85,7 @@ def test_phenomenon_gate_naive_inversion_breaks_at_high_cfg(digits_model):
     assert ratio.ci_low >= 4
 
 
+@pytest.mark.slow
 def test_naive_inversion_at_cfg1_many_steps_reconstructs(digits_model):
     """At w = 1 and 100 steps naive inversion regenerates the image closely (measured bound)."""
     prompts, _ = digit_prompts(1)

@@ -43,6 +43,7 @@ def _no_training(**kwargs):
 
 
 # --------------------------------------------------------------------------- two trainers
+@pytest.mark.slow
 def test_second_trainer_on_the_same_new_folder_fails_clearly(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)   # where a losing trainer would put a rescue folder
     out = tmp_path / "weights"
@@ -225,6 +226,7 @@ def test_holdout_trains_on_the_rest_only():
     assert info["train_images"] == 1797
 
 
+@pytest.mark.slow
 def test_calibration_adds_the_split_model_and_keeps_earlier_models(tmp_path):
     """benchmarks/calibrate_cfg.py --digits-split: held-out and training rows next to the models already there."""
     import importlib.util
@@ -256,6 +258,7 @@ def test_calibration_adds_the_split_model_and_keeps_earlier_models(tmp_path):
     assert saved["models"]["digits, split model: held-out"]["n_images"] == 100
 
 
+@pytest.mark.slow
 def test_calibration_at_another_step_count_writes_its_own_file(tmp_path):
     """calibrate_cfg.py --steps N: calibration_{N}steps.{json,md}, never mixed with a file of another step count."""
     import importlib.util
@@ -360,6 +363,7 @@ def test_train_function_validates_too(kwargs):
 @settings(max_examples=60, deadline=None)
 @given(tokens=st.lists(st.one_of(st.sampled_from(["--steps", "--batch", "--lr", "--dropout", "--seed", "--out",
                                                   "--force", "--no-progress"]), _VALUES), max_size=6))
+@pytest.mark.slow
 def test_fuzz_trainer_arguments(tokens):
     seen = {}
 

@@ -28,6 +28,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     return out, json.loads((out / "transfer.json").read_text())
 
 
+@pytest.mark.slow   # the module fixture quick_run: a benchmark smoke run, 42 s on one loaded CPU thread
 def test_quick_run_writes_every_model_with_spread(quick_run: tuple[Path, dict]) -> None:
     out, data = quick_run
     assert data["written_by"] == "benchmarks/transfer.py" and data["per_digit"] == 1
@@ -46,6 +47,7 @@ def test_quick_run_writes_every_model_with_spread(quick_run: tuple[Path, dict]) 
     assert "not measured" not in table
 
 
+@pytest.mark.slow   # the module fixture quick_run: a benchmark smoke run, 42 s on one loaded CPU thread
 def test_editing_row_scores_success_and_preservation(quick_run: tuple[Path, dict]) -> None:
     _, data = quick_run
     for model in ("digits", "digits-split", "mini-sd"):
