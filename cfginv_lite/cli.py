@@ -70,7 +70,8 @@ def compare(model_name: str = "digits", cfgs: Sequence[float] = (1, 3, 5, 7.5), 
     later job fails. Every argument is validated (:func:`check_compare_args`) before any work.
     """
     from . import load_model
-    from .experiment import digit_prompts, generate, reconstruct
+    from .experiment import digit_prompts, reconstruct
+    from .sampling import generate
 
     check_compare_args(model_name, cfgs, steps_list, methods, images_per_digit, seed, spacing, sampler, device)
 

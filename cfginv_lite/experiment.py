@@ -16,7 +16,6 @@ import torch
 from .data import digit_prompt
 from .records import StepCallback
 from .evidence import InputSet, evaluate_samplers
-from .sampling import generate, seeded_noise  # noqa: F401  (the first step; it lives in cfginv_lite.sampling)
 from .validation import as_prompt_list, check_int
 
 

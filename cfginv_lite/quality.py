@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from .evidence import Spread, digit_sets, evaluate, median_ratio, paired_ratio, spread
-from .experiment import digit_prompts, generate
+from .experiment import digit_prompts
+from .sampling import generate
 from .metrics import image_rmse
 from .schedule import timestep_grid
 from .validation import check_int

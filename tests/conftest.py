@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
+from cfginv_lite.models import digits as digits_module
+from cfginv_lite.models import train_digits
 from cfginv_lite.schedule import SD1_SCHEDULER_CONFIG, alphas_cumprod_from_config
 
 # Under pytest-xdist (the README's test command runs `-n auto`) each worker runs its own tests
@@ -82,3 +86,13 @@ def digits_model_f64(digits_model):
     model.text_encoder = copy.deepcopy(digits_model.text_encoder).double()
     model.dtype = torch.float64
     return model
+
+
+@pytest.fixture
+def shipped_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the shipped weights that the package believes is its weights folder."""
+    copy = tmp_path / "package_weights"
+    shutil.copytree(digits_module.WEIGHTS_DIR, copy)
+    monkeypatch.setattr(digits_module, "WEIGHTS_DIR", copy)
+    monkeypatch.setattr(train_digits, "WEIGHTS_DIR", copy)
+    return copy

@@ -9,6 +9,8 @@ from cfginv_lite import attribution as at
 from cfginv_lite import diagnostics as dg
 from cfginv_lite.evidence import digit_sets
 
+pytestmark = pytest.mark.slow   # its module fixture alone takes ~8 s on one loaded CPU thread
+
 
 @pytest.fixture(scope="module")
 def setup(digits_model):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import cfginv_lite as cl
 from cfginv_lite import make_guidance, timestep_grid
 from cfginv_lite.baselines import invert_conditional, invert_negative_prompt, invert_null_text
 from cfginv_lite.data import digit_prompt, real_digits
@@ -15,6 +16,7 @@ from cfginv_lite.sampling import lms_scheduler, regenerate, sample_lms
 
 LABELS = [3, 1, 7]
 STEPS = 10
+PROMPT = "a handwritten digit three"
 
 
 def _rmse(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -28,6 +30,7 @@ def setup(digits_model):
     return digits_model, images, guidance, timestep_grid(STEPS)
 
 
+@pytest.mark.slow
 def test_null_text_beats_naive_inversion_at_high_guidance(setup):
     model, x, g, grid = setup
     naive = sample_ddim(model, invert_naive(model, x, grid, g, progress=False), grid, g, progress=False)
@@ -190,3 +193,24 @@ def test_bad_inputs_raise(setup):
                             progress=False)
     with pytest.raises(ValueError, match="DDIM grid"):
         sample_lms(model, null.latents, 2, null.guidance)
+
+
+# --------------------------------------------------------------------------- bad input (issue 20; was tests/test_bad_input.py)
+def test_null_text_refuses_latents_that_require_grad(digits_model):
+    guidance = cl.make_guidance(digits_model, [PROMPT], 3.0)
+    z = torch.randn(1, 1, 8, 8, requires_grad=True)
+    with pytest.raises(ValueError, match=r"require grad; pass latents.detach\(\)"):
+        invert_null_text(digits_model, z, cl.timestep_grid(2), guidance, inner_steps=1, progress=False)
+    result = invert_null_text(digits_model, z.detach(), cl.timestep_grid(2), guidance, inner_steps=1, progress=False)
+    assert torch.isfinite(result.latents).all()
+
+
+@pytest.mark.parametrize("method", ["naive", "null-text"])
+def test_meta_device_latents_are_refused_clearly(method, digits_model):
+    guidance = cl.make_guidance(digits_model, [PROMPT], 3.0)
+    z = torch.empty(1, 1, 8, 8, device="meta")
+    with pytest.raises(ValueError, match="'meta' device"):
+        if method == "naive":
+            cl.invert_naive(digits_model, z, cl.timestep_grid(2), guidance, progress=False)
+        else:
+            invert_null_text(digits_model, z, cl.timestep_grid(2), guidance, inner_steps=1, progress=False)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 HANG_GUARD_S = 1800
 
 
+@pytest.mark.slow
 def test_sd_gpu_benchmark_smoke_test_on_the_cpu():
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "benchmarks/sd_gpu.py", "--allow-cpu", "--tiny"], cwd=ROOT, env=env,
@@ -41,6 +43,7 @@ def test_compile_unet_is_opt_in():
     assert compiled.latent_shape == tiny.latent_shape
 
 
+@pytest.mark.slow
 def test_editing_benchmark_smoke_test_and_refuses_foreign_files(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "benchmarks/editing.py", "--quick", "--out-dir", str(tmp_path)]

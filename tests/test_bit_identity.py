@@ -17,6 +17,8 @@ from cfginv_lite.fixed_point import budget_after_fraction, invert_fixed_point
 from cfginv_lite.records import Stop
 from cfginv_lite.data import digit_prompt, real_digits
 
+pytestmark = pytest.mark.slow   # every test runs the solvers twice on the digits model: 2-33 s each on one loaded CPU thread
+
 LABELS = [3, 1, 7]
 STEPS = 8
 

@@ -276,6 +276,7 @@ def test_results_are_kept_when_the_path_cannot_be_replaced_at_write_time(tmp_pat
     assert "could not be replaced" in err and str(kept[0]) in err
 
 
+@pytest.mark.slow
 def test_closed_pipe_end_to_end(tmp_path):
     """``compare ... | head -0`` in a child process: files written, one message, no traceback at exit."""
     md = tmp_path / "t.md"

@@ -9,6 +9,9 @@ import torch
 
 import cfginv_lite as cl
 from cfginv_lite.ddim import abar_at, epsilon_to_v, predicted_x0, v_to_epsilon
+from cfginv_lite.validation import check_grid, check_latents
+
+PROMPT = "a handwritten digit three"
 
 
 def test_schedule_matches_sd_scaled_linear():
@@ -180,3 +183,56 @@ def test_non_finite_guard_names_the_step():
 def test_unknown_model_name():
     with pytest.raises(ValueError, match="unknown model name"):
         cl.load_model("imagen")
+
+
+# --------------------------------------------------------------------------- bad input (issue 10; was tests/test_robustness.py)
+def test_empty_batch_is_rejected_up_front(digits_model, analytic_model):
+    g = cl.make_guidance(digits_model, [PROMPT], 3.0)
+    with pytest.raises(ValueError, match="empty"):
+        cl.sample_ddim(digits_model, torch.zeros(0, 1, 8, 8), cl.timestep_grid(2), g, progress=False)
+    with pytest.raises(ValueError, match="empty"):
+        cl.invert_naive(analytic_model, torch.zeros(0, 1, 4, 4), cl.timestep_grid(2),
+                        cl.make_guidance(analytic_model, ["a"], 1.0), progress=False)
+    with pytest.raises(ValueError, match="empty"):
+        digits_model.encode(torch.zeros(0, 1, 8, 8))
+    with pytest.raises(ValueError, match="empty"):
+        check_latents(digits_model, torch.zeros(0, 1, 8, 8))
+
+
+@pytest.mark.parametrize("scale", [np.float32(3.5), np.float16(2.0), np.int64(3), np.float64(7.5),
+                                   torch.tensor(3.5)])
+def test_numpy_guidance_scales_are_accepted(analytic_model, scale):
+    g = cl.make_guidance(analytic_model, ["a"], scale)
+    assert type(g.scale) is float and g.scale == float(scale)
+    assert type(cl.Guidance(g.cond, g.uncond, scale).scale) is float
+
+
+@pytest.mark.parametrize("bad", [np.bool_(True), True, "3", None, float("nan"), -1.0, np.float32("inf")])
+def test_bad_guidance_scales_stay_rejected(analytic_model, bad):
+    with pytest.raises(ValueError, match="guidance scale"):
+        cl.make_guidance(analytic_model, ["a"], bad)
+
+
+def test_fractional_grid_levels_are_not_truncated():
+    with pytest.raises(ValueError, match="integers"):
+        check_grid([0, 10.5, 20], 1000)
+    with pytest.raises(ValueError, match="sequence"):
+        check_grid("0123", 1000)
+    assert check_grid([np.int64(0), 10.0, torch.tensor(20)], 1000) == [0, 10, 20]
+
+
+@pytest.mark.parametrize("prompts, message", [(None, "string or a list"), ([], "empty"), ([PROMPT, 3], "strings"),
+                                              (b"abc", "string or a list"), ({PROMPT}, "string or a list")])
+def test_bad_prompt_containers(analytic_model, prompts, message):
+    with pytest.raises(ValueError, match=message):
+        cl.make_guidance(analytic_model, prompts, 1.0)
+
+
+def test_bad_negative_prompts(analytic_model):
+    with pytest.raises(ValueError, match="negative_prompts"):
+        cl.make_guidance(analytic_model, ["a", "b"], 1.0, negative_prompts=[None, ""])
+
+
+def test_solvers_name_a_missing_guidance(digits_model):
+    with pytest.raises(ValueError, match="make_guidance"):
+        cl.sample_ddim(digits_model, torch.zeros(1, 1, 8, 8), [0, 500], 7.5, progress=False)

@@ -1,6 +1,8 @@
 """The statistics and the three input sets behind every comparison in the course."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -110,3 +112,35 @@ def test_a_function_that_returns_no_inversion_result_is_a_clear_error(digits_mod
     returns_latents = ("latents", lambda model, latents, grid, guidance, **kwargs: latents)
     with pytest.raises(TypeError, match="'latents' returned Tensor, not an InversionResult"):
         evaluate(digits_model, sets, 5.0, grid, returns_latents)
+# --------------------------------------------------------------------------- bad input (issue 20; was tests/test_bad_input.py)
+@pytest.mark.parametrize("per_digit", [2.5, 1.5, True])
+def test_fractional_per_digit_is_refused(per_digit, digits_model):
+    from cfginv_lite.data import real_digit_set
+
+    with pytest.raises(ValueError, match="per_digit must be an integer"):
+        digit_sets(digits_model, 1.0, cl.timestep_grid(2), per_digit=per_digit, cases=("real",))
+    with pytest.raises(ValueError, match="per_digit must be an integer"):
+        real_digit_set(per_digit)
+    assert len(digit_sets(digits_model, 1.0, cl.timestep_grid(2), per_digit=np.int64(1), cases=("real",))["real"]) == 10
+
+
+def test_spread_needs_at_least_one_bootstrap_resample():
+    with pytest.raises(ValueError, match="n_boot must be an integer >= 1"):
+        spread([1.0, 2.0, 3.0], n_boot=0)
+    with pytest.raises(ValueError, match="n_boot must be an integer >= 1"):
+        median_ratio([1.0, 2.0], [1.0, 2.0], n_boot=0)
+    assert spread([1.0, 2.0, 3.0], n_boot=1).median == 2.0
+
+
+def test_ratio_with_a_zero_median_is_an_error_not_inf():
+    with pytest.raises(ValueError, match="median of b is 0"):
+        median_ratio([1.0, 2.0, 3.0], [0.0, 0.0, 1.0])
+    with pytest.raises(ValueError, match="b is 0 for 1 image"):
+        paired_ratio([1.0, 2.0, 3.0], [0.0, 1.0, 1.0])
+
+
+def test_ratio_interval_is_defined_when_some_resampled_medians_are_zero():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")      # no divide-by-zero RuntimeWarning either
+        r = median_ratio([1.0, 2.0, 3.0], [0.0, 1.0, 2.0], n_boot=500)
+    assert r.median == 2.0 and r.ci_high == np.inf and np.isfinite(r.ci_low)

@@ -49,6 +49,7 @@ def test_round_trip_with_own_sampler_is_exact_in_float64(digits, digits64, metho
     assert float((a - z.double()).abs().mean()) > 0.1   # and the pair really is noise, not the input
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["edict", "bdia"])
 def test_round_trip_in_float32_is_at_round_off_far_below_ddim_exact_solvers(digits, method):
     model, z, g = digits

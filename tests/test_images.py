@@ -1,11 +1,15 @@
 """load_image / to_pil: orientation, modes, alpha compositing in [0, 1], resize + crop, errors."""
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from cfginv_lite.images import composite_on_white, load_image, to_pil
@@ -187,3 +191,205 @@ def test_bad_sources(bad, message: str) -> None:
 def test_bad_sizes(size, multiple) -> None:
     with pytest.raises(ValueError, match="multiple"):
         load_image(np.zeros((64, 64, 3), np.uint8), size=size, multiple=multiple)
+
+
+# --------------------------------------------------------------------------- bad input (issue 10; was tests/test_robustness.py)
+def _dark_sixteen_bit() -> np.ndarray:
+    values = np.full((64, 64), 200, np.uint16)           # dark: 200 / 65535
+    values[:, :32] = 100
+    return values
+
+
+def test_mode_i_scale_comes_from_the_mode_not_the_data():
+    values = _dark_sixteen_bit()
+    as_i16 = Image.fromarray(values)
+    assert as_i16.mode == "I;16"
+    as_i = as_i16.convert("I")
+    expected = load_image(as_i16, size=64)
+    assert torch.allclose(load_image(as_i, size=64), expected, atol=1e-6)
+    assert float(expected.max()) == pytest.approx(200 / 65535 * 2 - 1, abs=1e-5)   # dark, not 200/255
+    assert torch.allclose(load_image(values, size=64), expected, atol=1e-6)       # uint16 array: same scale
+
+
+def test_mode_i_values_beyond_sixteen_bits_are_an_error():
+    with pytest.raises(ValueError, match="16-bit"):
+        load_image(Image.fromarray(np.full((64, 64), 70000, np.int32)), size=64)
+
+
+def test_mode_f_follows_the_float_rule_of_arrays():
+    inside = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
+    assert torch.allclose(load_image(Image.fromarray(inside), size=64), load_image(inside, size=64), atol=1e-6)
+    outside = inside * 255
+    with pytest.raises(ValueError, match=r"\[0, 1\]") as from_pil:
+        load_image(Image.fromarray(outside), size=64)
+    with pytest.raises(ValueError, match=r"\[0, 1\]") as from_numpy:
+        load_image(outside, size=64)
+    assert "x / 255" in str(from_pil.value) and "x / 255" in str(from_numpy.value)
+
+
+def test_decompression_bomb_is_a_value_error(tmp_path, monkeypatch):
+    path = tmp_path / "bomb.png"
+    Image.new("L", (300, 300)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)   # 90,000 pixels > 2 x the limit: PIL refuses
+    with pytest.raises(ValueError, match="decompression bomb"):
+        load_image(path, size=64)
+
+
+def test_fifo_path_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    result: dict[str, BaseException] = {}
+
+    def run() -> None:
+        try:
+            load_image(fifo, size=64)
+        except BaseException as err:  # noqa: BLE001
+            result["err"] = err
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(10)
+    if thread.is_alive():  # blocked in open(): unblock it so the test run can go on, then fail
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        os.close(fd)
+        thread.join(5)
+        pytest.fail("load_image blocked on a FIFO")
+    assert isinstance(result.get("err"), ValueError) and "regular file" in str(result["err"])
+
+
+def test_url_is_not_mangled():
+    with pytest.raises(ValueError) as info:
+        load_image("https://example.com/images/cat.png")
+    assert "'https://example.com/images/cat.png'" in str(info.value) and "download" in str(info.value).lower()
+
+
+@pytest.mark.parametrize("values, good, bad", [
+    (np.full((64, 64, 3), 200.0), "[0, 255]", "(x + 1) / 2"),
+    (np.full((64, 64, 3), 40000.0), "[0, 65535]", "(x + 1) / 2"),
+])
+def test_range_hint_names_the_right_range(values, good, bad):
+    with pytest.raises(ValueError) as info:
+        load_image(values, size=64)
+    assert good in str(info.value) and bad not in str(info.value)
+
+
+def test_to_pil_refuses_integer_and_empty_tensors():
+    from cfginv_lite.images import to_pil
+
+    with pytest.raises(ValueError, match="float tensor"):
+        to_pil(torch.full((3, 8, 8), 200, dtype=torch.uint8))     # would be an all-white picture
+    with pytest.raises(ValueError, match="empty"):
+        to_pil(torch.zeros(1, 3, 0, 0))
+
+
+def test_premultiplied_la_image_loads():
+    x = load_image(Image.new("La", (64, 64), (0, 0)), size=64)
+    assert torch.allclose(x, torch.ones_like(x))   # fully transparent -> white
+
+
+_DTYPES = [np.uint8, np.uint16, np.int16, np.int32, np.float16, np.float32, np.float64, np.bool_]
+
+
+@st.composite
+def _arrays(draw):
+    dtype = draw(st.sampled_from(_DTYPES))
+    h, w = draw(st.integers(0, 20)), draw(st.integers(0, 20))
+    channels = draw(st.sampled_from([None, 1, 2, 3, 4, 5]))
+    shape = (h, w) if channels is None else (h, w, channels)
+    if np.issubdtype(dtype, np.floating):
+        values = draw(st.sampled_from([0.0, 0.5, 1.0, -0.5, 2.0, 255.0, 1e30, float("nan"), float("inf")]))
+        with np.errstate(all="ignore"):  # 1e30 in float16 is inf: a case of its own
+            array = np.full(shape, values).astype(dtype)
+    elif dtype is np.bool_:
+        array = np.full(shape, draw(st.booleans()), dtype=dtype)
+    else:
+        array = np.full(shape, draw(st.integers(0, int(np.iinfo(dtype).max))), dtype=dtype)
+    if array.size and draw(st.booleans()):
+        array.flat[0] = draw(st.sampled_from([0, 1])) if dtype is not np.bool_ else False
+    return array
+
+
+def _assert_loaded_or_value_error(source) -> None:
+    try:
+        x = load_image(source, size=8, multiple=8)
+    except ValueError:
+        return
+    assert x.shape == (1, 3, 8, 8) and x.dtype == torch.float32
+    assert torch.isfinite(x).all() and float(x.min()) >= -1.0 and float(x.max()) <= 1.0
+
+
+@settings(max_examples=80, deadline=None)
+@given(array=_arrays(), as_tensor=st.booleans())
+def test_fuzz_load_image_arrays_and_tensors(array, as_tensor):
+    source = array
+    if as_tensor and array.ndim == 3 and array.dtype not in (np.uint16,):
+        source = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+    _assert_loaded_or_value_error(source)
+
+
+def _load_or_error(source):
+    try:
+        return load_image(source, size=8, multiple=8)
+    except ValueError:
+        return "ValueError"
+
+
+@settings(max_examples=60, deadline=None)
+@given(dtype=st.sampled_from([np.uint8, np.uint16, np.float32]), h=st.integers(8, 14), w=st.integers(8, 14),
+       data=st.data())
+def test_fuzz_same_pixels_load_the_same_on_every_path(dtype, h, w, data):
+    """The scale comes from the dtype/mode: an array, its PIL image (and mode "I", and a tensor) agree."""
+    if dtype is np.float32:
+        elements = st.floats(-2.0, 300.0, width=32) if data.draw(st.booleans()) else st.floats(0.0, 1.0, width=32)
+    else:
+        elements = st.integers(0, int(np.iinfo(dtype).max))
+    values = np.array(data.draw(st.lists(elements, min_size=h * w, max_size=h * w)), dtype=dtype).reshape(h, w)
+    sources = [values, Image.fromarray(values)]
+    if dtype is np.uint16:
+        sources.append(Image.fromarray(values).convert("I"))
+    else:
+        sources.append(torch.from_numpy(values.copy())[None])
+    results = [_load_or_error(src) for src in sources]
+    if any(isinstance(r, str) for r in results):
+        assert all(isinstance(r, str) for r in results), [type(r).__name__ for r in results]
+    else:
+        for r in results[1:]:
+            assert torch.allclose(r, results[0], atol=1e-5)
+
+
+_MODES = ["1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV",
+          "I", "I;16", "I;16B", "I;16L", "F"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(mode=st.sampled_from(_MODES), w=st.integers(1, 24), h=st.integers(1, 24), colour=st.integers(0, 255),
+       f_value=st.sampled_from([0.0, 0.25, 1.0, 1.5, -1.0, 300.0]), i_value=st.sampled_from([0, 255, 65535, 70000, -5]))
+def test_fuzz_load_image_pil_modes(mode, w, h, colour, f_value, i_value):
+    if mode == "F":
+        img = Image.new(mode, (w, h), f_value)
+    elif mode == "I":
+        img = Image.new(mode, (w, h), i_value)
+    elif mode.startswith("I;16"):
+        img = Image.new(mode, (w, h), max(0, min(i_value, 65535)))
+    else:
+        bands = len(Image.new(mode, (1, 1)).getbands())
+        img = Image.new(mode, (w, h), colour if bands == 1 else (colour,) * bands)
+    _assert_loaded_or_value_error(img)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(header=st.sampled_from([b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"GIF89a", b"BM", b"II*\x00"]),
+       body=st.binary(max_size=200), name=st.sampled_from(["x.png", "x.jpg", "x", "x.gif"]))
+def test_fuzz_load_image_files(tmp_path, header, body, name):
+    path = tmp_path / name
+    path.write_bytes(header + body)
+    _assert_loaded_or_value_error(path)
+
+
+@settings(max_examples=40, deadline=None)
+@given(text=st.text(max_size=40))
+def test_fuzz_load_image_path_strings(text):
+    try:
+        load_image(text, size=8, multiple=8)
+    except (ValueError, FileNotFoundError):
+        pass

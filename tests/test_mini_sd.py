@@ -43,6 +43,7 @@ def judge():
 
 
 # --------------------------------------------------------------------------- data
+@pytest.mark.slow
 def test_split_is_stratified_disjoint_and_reproducible(tmp_path, monkeypatch):
     train, held = mnist.split_indices()
     assert len(train) == 4000 and len(held) == 1000 and not set(train) & set(held)
@@ -160,6 +161,7 @@ def test_trainer_validates_arguments_before_training(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_trainer_runs_and_saves_a_loadable_model(tmp_path):
     from cfginv_lite.models import train_mini_sd
 
@@ -197,6 +199,7 @@ def test_fast_gate_vae_reconstructs_heldout_digits(model):
     assert len(errors) == 200 and np.median(errors) <= FAST_VAE_MEDIAN
 
 
+@pytest.mark.slow
 def test_fast_gate_naive_inversion_breaks_at_high_cfg(model):
     ph = naive_phenomenon(model, per_digit=2, steps=20, scales=(1.0, 7.5))
     print(f"fast gate (c): CFG 1 {ph.spreads[1.0]}, CFG 7.5 {ph.spreads[7.5]}, ratio {ph.ratio_of_medians.median:.2f}")

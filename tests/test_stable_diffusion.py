@@ -9,6 +9,7 @@ import math
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -428,3 +429,36 @@ def test_guidance_with_raw_embeddings(model: StableDiffusionModel, image: torch.
     assert zT.shape == (1, 4, 8, 8) and torch.isfinite(zT).all()
     with pytest.raises(ValueError, match="without a text encoder"):
         bare.encode_prompt([PROMPT])
+
+
+# --------------------------------------------------------------------------- bad input (issue 10; was tests/test_robustness.py)
+def test_empty_batch_is_rejected_by_stable_diffusion():
+    from cfginv_lite.models.tiny import build_tiny_stable_diffusion
+
+    model = build_tiny_stable_diffusion(image_size=64)
+    with pytest.raises(ValueError, match="empty"):
+        model.encode(torch.zeros(0, 3, 64, 64))
+    model.set_image_size(np.int64(64))  # numpy integers are integers here too
+    assert model.latent_shape == (4, 8, 8) and type(model.image_size[0]) is int
+
+
+# --------------------------------------------------------------------------- bad input (issue 20; was tests/test_bad_input.py)
+@pytest.fixture(scope="module")
+def tiny_sd():
+    from cfginv_lite.models.tiny import build_tiny_stable_diffusion
+
+    return build_tiny_stable_diffusion(seed=0)
+
+
+def test_over_long_sd_prompt_warns(tiny_sd):
+    long_prompt = "a photo of " + "x y " * 40   # 4 + 80 tokens (no merges for x, y) + start/end
+    with pytest.warns(UserWarning, match="exceed the text encoder's 77 tokens"):
+        emb = tiny_sd.encode_prompt([long_prompt, "a photo"])
+    assert emb.shape[:2] == (2, 77)    # still truncated, as the pipelines do, but no longer silently
+
+
+def test_short_sd_prompts_do_not_warn(tiny_sd):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tiny_sd.encode_prompt(["a photo of the cat", ""])
+        tiny_sd.encode_prompt(["x" * 75])   # 75 tokens + start/end = 77: fits exactly

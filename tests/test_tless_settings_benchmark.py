@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow   # two benchmark smoke runs: 9 s and 50 s on one loaded CPU thread
+
 ROOT = Path(__file__).resolve().parents[1]
 # Subprocess timeouts are a hang guard, not a measurement: CI runs these again on the baseline
 # x86-64 code paths (about 3x slower, README) on shared, loaded machines, so the guard sits far

@@ -6,16 +6,20 @@ what happens around it; the NaN tests train for real, a few tiny steps.
 """
 from __future__ import annotations
 
+import math
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import cfginv_lite as cl
 from cfginv_lite.models import train_digits
 from cfginv_lite.models.digits import DigitsModel, build_networks
+from run_helpers import _VALUES, _digest, _exit_code
 
 
 def _run(argv: list[str]) -> int:
@@ -39,6 +43,7 @@ def _no_training(**kwargs):
 
 
 # --------------------------------------------------------------------------- two trainers
+@pytest.mark.slow
 def test_second_trainer_on_the_same_new_folder_fails_clearly(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)   # where a losing trainer would put a rescue folder
     out = tmp_path / "weights"
@@ -221,6 +226,7 @@ def test_holdout_trains_on_the_rest_only():
     assert info["train_images"] == 1797
 
 
+@pytest.mark.slow
 def test_calibration_adds_the_split_model_and_keeps_earlier_models(tmp_path):
     """benchmarks/calibrate_cfg.py --digits-split: held-out and training rows next to the models already there."""
     import importlib.util
@@ -252,6 +258,7 @@ def test_calibration_adds_the_split_model_and_keeps_earlier_models(tmp_path):
     assert saved["models"]["digits, split model: held-out"]["n_images"] == 100
 
 
+@pytest.mark.slow
 def test_calibration_at_another_step_count_writes_its_own_file(tmp_path):
     """calibrate_cfg.py --steps N: calibration_{N}steps.{json,md}, never mixed with a file of another step count."""
     import importlib.util
@@ -272,3 +279,109 @@ def test_calibration_at_another_step_count_writes_its_own_file(tmp_path):
         cal.main(["--out-dir", str(tmp_path), "--steps", "3", "--models", "digits"])
     with pytest.raises(SystemExit, match="--steps"):
         cal.main(["--out-dir", str(tmp_path), "--steps", "0"])
+
+
+# --------------------------------------------------------------------------- bad input (issue 10; was tests/test_robustness.py)
+def test_trainer_default_output_is_a_new_folder_in_the_working_directory(shipped_weights, tmp_path, monkeypatch,
+                                                                         capsys):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    before = _digest(shipped_weights)
+    assert _exit_code(train_digits.main, ["--steps", "1", "--batch", "2"]) == 0
+    assert _digest(shipped_weights) == before                       # the package's weights are untouched
+    assert sorted(p.name for p in (work / "digits_weights").iterdir()) == ["digits.json", "digits.safetensors"]
+    model = cl.load_model("digits", weights_dir=str(work / "digits_weights"))
+    assert model.latent_shape == (1, 8, 8)
+
+
+def test_trainer_help_says_where_it_writes(capsys):
+    with pytest.raises(SystemExit):
+        train_digits.main(["--help"])
+    out = capsys.readouterr().out
+    assert "digits_weights" in out and "current directory" in out and "--force" in out
+
+
+def test_trainer_refuses_to_overwrite_without_force(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "digits.safetensors").write_bytes(b"25 minutes of training")
+    monkeypatch.setattr(train_digits, "train", _no_training)
+    assert _exit_code(train_digits.main, ["--out", str(out)]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert (out / "digits.safetensors").read_bytes() == b"25 minutes of training"
+
+
+def test_trainer_force_overwrites(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "digits.json").write_text("{}")
+    assert _exit_code(train_digits.main, ["--steps", "1", "--batch", "2", "--no-progress", "--force",
+                                          "--out", str(out)]) == 0
+    assert cl.load_model("digits", weights_dir=out).latent_shape == (1, 8, 8)
+
+
+def test_trainer_refuses_the_shipped_weights_without_force(shipped_weights, monkeypatch, capsys):
+    monkeypatch.setattr(train_digits, "train", _no_training)
+    assert _exit_code(train_digits.main, ["--out", str(shipped_weights)]) == 2
+    assert "shipped with the package" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["file", "proc", "missing-parent-file"])
+def test_trainer_checks_its_output_path_before_training(kind, tmp_path, monkeypatch, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    out = {"file": a_file, "proc": Path("/proc/cfginv_weights"), "missing-parent-file": a_file / "sub"}[kind]
+    monkeypatch.setattr(train_digits, "train", _no_training)
+    assert _exit_code(train_digits.main, ["--out", str(out)]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, name", [
+    (["--steps", "0"], "steps"), (["--lr", "-1"], "lr"), (["--lr", "nan"], "lr"), (["--lr", "inf"], "lr"),
+    (["--lr", "0"], "lr"), (["--batch", "0"], "batch"), (["--dropout", "2"], "dropout"),
+    (["--dropout", "1"], "dropout"), (["--dropout", "-0.1"], "dropout"), (["--seed", "-1"], "seed"),
+    (["--seed", str(2**70)], "seed"),
+])
+def test_trainer_arguments_are_validated_before_training(args, name, monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(train_digits, "train", _no_training)
+    assert _exit_code(train_digits.main, args) == 2
+    err = capsys.readouterr().err
+    assert f"error: {name} must be" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("kwargs", [dict(steps=0), dict(lr=float("nan")), dict(batch=0), dict(dropout=1.0),
+                                    dict(size=7), dict(seed=2**70), dict(ema_decay=1.0)])
+def test_train_function_validates_too(kwargs):
+    name = next(iter(kwargs))
+    # steps=1, batch=2 unless under test: were a bad value accepted, the run would stay short.
+    with pytest.raises(ValueError, match=f"{name} must be"):
+        train_digits.train(**{"steps": 1, "batch": 2, **kwargs}, progress=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(tokens=st.lists(st.one_of(st.sampled_from(["--steps", "--batch", "--lr", "--dropout", "--seed", "--out",
+                                                  "--force", "--no-progress"]), _VALUES), max_size=6))
+@pytest.mark.slow
+def test_fuzz_trainer_arguments(tokens):
+    seen = {}
+
+    def fake_train(**kw):
+        seen.update(kw)
+        raise KeyboardInterrupt  # stop here: everything before training passed
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train_digits, "train", fake_train)
+        mp.setattr(train_digits, "check_output_dir", lambda *a, **k: Path("unused"))  # paths: tested above
+        try:
+            code = train_digits.main(tokens)
+        except SystemExit as stop:
+            code = stop.code
+        except KeyboardInterrupt:
+            code = None
+    if code is None:  # validation passed: the values are ones training accepts
+        assert seen["steps"] >= 1 and 1 <= seen["batch"] <= 65536 and 0 < seen["lr"] <= 1
+        assert 0 <= seen["dropout"] < 1 and math.isfinite(seen["lr"]) and 0 <= seen["seed"] < 2**64
+    else:
+        assert code in (0, 2)

@@ -28,6 +28,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     return out, json.loads((out / "transfer.json").read_text())
 
 
+@pytest.mark.slow   # the module fixture quick_run: a benchmark smoke run, 42 s on one loaded CPU thread
 def test_quick_run_writes_every_model_with_spread(quick_run: tuple[Path, dict]) -> None:
     out, data = quick_run
     assert data["written_by"] == "benchmarks/transfer.py" and data["per_digit"] == 1
@@ -46,6 +47,7 @@ def test_quick_run_writes_every_model_with_spread(quick_run: tuple[Path, dict]) 
     assert "not measured" not in table
 
 
+@pytest.mark.slow   # the module fixture quick_run: a benchmark smoke run, 42 s on one loaded CPU thread
 def test_editing_row_scores_success_and_preservation(quick_run: tuple[Path, dict]) -> None:
     _, data = quick_run
     for model in ("digits", "digits-split", "mini-sd"):
@@ -59,6 +61,7 @@ def test_editing_row_scores_success_and_preservation(quick_run: tuple[Path, dict
     assert data["rows"]["edit-label"]["digits"]["tau"] == 0.5
 
 
+@pytest.mark.slow   # the module fixture quick_run: a benchmark smoke run, 42 s on one loaded CPU thread
 def test_calibrated_rows_run_at_each_models_own_cfg(quick_run: tuple[Path, dict]) -> None:
     out, data = quick_run
     calibration = json.loads((ROOT / "docs" / "calibration_50steps.json").read_text())["models"]   # author rows: 50 steps
@@ -75,6 +78,7 @@ def test_calibrated_rows_run_at_each_models_own_cfg(quick_run: tuple[Path, dict]
     assert "CFG at naive 4x" in md and "naive never fails this much here" in md
 
 
+@pytest.mark.slow   # the module fixture quick_run: a benchmark smoke run, 42 s on one loaded CPU thread
 def test_resume_keeps_rows_and_foreign_files_are_refused(quick_run: tuple[Path, dict], tmp_path: Path) -> None:
     out, data = quick_run
     before = (out / "transfer.json").read_text()

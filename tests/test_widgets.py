@@ -244,3 +244,61 @@ def test_edit_explorer_links_source_and_target_to_prerendered_panels() -> None:
     assert len(ex.links) == 1 + 3
     assert "no image" in outer.children[2].children[2].value  # 2 -> 2: nothing edited from a 2
     assert repr(ex).startswith("EditExplorer(")
+
+
+# --------------------------------------------------------------------------- bad input (issue 20; was tests/test_bad_input.py)
+@pytest.fixture(scope="module")
+def trace():
+    return _trace("a")   # 6 steps, a batch of 2 images
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(image=5), "image"), (dict(image=1.5), "image"), (dict(steps=[1.5]), "steps"), (dict(steps=[9]), "steps"),
+    (dict(dpi=0), "dpi"), (dict(cell_inches=-1), "cell_inches"), (dict(channels="bogus"), "channels"),
+    (dict(max_columns=0), "max_columns"), (dict(log_error="yes"), "log_error"), (dict(decode="clip"), "decode"),
+])
+def test_step_montage_checks_its_arguments(trace, kwargs, name):
+    from cfginv_lite.widgets import step_montage
+
+    with pytest.raises(ValueError, match=name):
+        step_montage(trace, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(image=5), "image"), (dict(max_frames=2.5), "max_frames"), (dict(max_latent_px=0), "max_latent_px"),
+    (dict(panel_px=0), "panel_px"), (dict(interval_ms=0), "interval_ms"), (dict(dpi=0), "dpi"),
+    (dict(channels="bogus"), "channels"),
+])
+def test_step_explorer_checks_its_arguments(trace, kwargs, name):
+    pytest.importorskip("ipywidgets")
+    from cfginv_lite.widgets import step_explorer
+
+    with pytest.raises(ValueError, match=name):
+        step_explorer(trace, **kwargs)
+
+
+def test_widgets_refuse_a_non_trace():
+    from cfginv_lite.widgets import step_montage
+
+    with pytest.raises(ValueError, match="traces must be a Trace"):
+        step_montage(None)
+
+
+_SRC = np.zeros((2, 1, 8, 8))
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(zoom=0), "zoom"),
+    (dict(edits={"m": {0.5: np.zeros((1, 1, 8, 8))}}), r"edits\['m'\]\[0.5\] must have the shape"),
+    (dict(edits={"m": [np.zeros((2, 1, 8, 8))]}), r"edits\['m'\] must be a dict"),
+    (dict(source_labels=[1.5, 2]), "source_labels must be whole numbers"),
+    (dict(success={"m": {0.5: np.zeros(1)}}), r"success\['m'\]\[0.5\] must hold one flag per image"),
+    (dict(reconstructions={"x": _SRC}), r"reconstructions\['m'\] must be given"),
+])
+def test_edit_explorer_checks_its_arguments(kwargs, name):
+    pytest.importorskip("ipywidgets")
+    from cfginv_lite.widgets import edit_explorer
+
+    args = dict(sources=_SRC, source_labels=[1, 2], target_labels=[2, 1], edits={"m": {0.5: _SRC}}) | kwargs
+    with pytest.raises(ValueError, match=name):
+        edit_explorer(**args)
