@@ -1,4 +1,4 @@
-"""``generation``: seeded noise and generation accept numpy numbers and iterators, and refuse bad seeds clearly."""
+"""``sampling``: seeded noise and generation accept numpy numbers and iterators, and refuse bad seeds clearly."""
 from __future__ import annotations
 
 import numpy as np
