@@ -44,7 +44,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "naive": ("naive", {}),
     "naive-destination": ("naive-destination", {}),
     "original": ("original", {}),
-    "anderson (3 it)": ("anderson", {"iterations": 3}),
+    "anderson (3 it)": ("anderson", {"budget": 3}),
     "null-text (lr 0.05)": ("null-text", {"lr": 0.05}),
 }
 

@@ -23,9 +23,9 @@ from cfginv_lite.schedule import timestep_grid
 
 # label -> (registry name, options, regeneration sampler)
 CANDIDATES: dict[str, tuple[str, dict[str, Any], str]] = {
-    "anderson, 3 it every step": ("anderson", {"iterations": 3}, "ddim"),
+    "anderson, 3 it every step": ("anderson", {"budget": 3}, "ddim"),
     "focused (default)": ("focused", {}, "ddim"),
-    "anderson, 8 it every step (floor)": ("anderson", {"iterations": 8}, "ddim"),
+    "anderson, 8 it every step (floor)": ("anderson", {"budget": 8}, "ddim"),
     "bdia, OWN sampler (not DDIM)": ("bdia", {}, "own"),
 }
 

@@ -129,7 +129,7 @@ ROWS: tuple[Row, ...] = (
         Run("original", options=(("tless_factor", 0.25),)), Run("original", options=(("tless_factor", 0.0),)),
         "none published"),
     Row("anderson", "Anderson acceleration (3 iterations) vs naive-destination",
-        Run("anderson", options=(("iterations", 3),)), Run("naive-destination"),
+        Run("anderson", options=(("budget", 3),)), Run("naive-destination"),
         "AIDI re-run, SD 1.4, CFG 7.5: PSNR 27.01 vs 17.87 for plain DDIM inversion (PIE-Bench; SPDInv's re-run)"),
     Row("damped", "damped fixed point (10 iterations, damping 0.5) vs naive-destination",
         Run("fixed-point-damped"), Run("naive-destination"),
@@ -168,7 +168,7 @@ ROWS: tuple[Row, ...] = (
              "(lower = better preserved), and `success` is the fraction of edits that the judge (an SVM trained on "
              "the model's training images) reads as the target digit, with a bootstrap 95% interval"),
     Row("edit-anderson", f"editing: edits made from Anderson (3 iterations) vs from naive inversion (tau {EDIT_TAU:g})",
-        Run("anderson", steps=10, options=(("iterations", 3),)), Run("naive", steps=10),
+        Run("anderson", steps=10, options=(("budget", 3),)), Run("naive", steps=10),
         "better reconstruction gives better-preserved edits on PIE-Bench (null-text, AIDI vs DDIM: "
         "docs/published-figures.md)", kind="edit"),
 )
