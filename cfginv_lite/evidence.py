@@ -153,7 +153,7 @@ def evaluate(model: Any, sets: Mapping[str, InputSet] | Sequence[InputSet], scal
     ``method``: a registered name, or a ``(name, fn)`` pair with ``fn`` called as the registry's
     entries are (:mod:`cfginv_lite.methods`; ``name`` labels the results). ``sampler``: ``"ddim"``
     (on the inversion grid), ``"lms"`` (the seed's K-LMS) or ``"own"`` (the method's own sampler,
-    see :func:`evaluate_samplers`). ``options`` go to the method (e.g. ``iterations=3``).
+    see :func:`evaluate_samplers`). ``options`` go to the method (e.g. ``budget=3``).
     """
     return evaluate_samplers(model, sets, scale, grid, method, samplers=(sampler,), callback=callback,
                              regen_callback=regen_callback, progress=progress, **options)[sampler]
