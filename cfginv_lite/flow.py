@@ -145,7 +145,9 @@ class EpsilonAsFlow:
         if abs(abar - lo_end) < 1e-9 or abs(abar - hi_end) < 1e-9:  # a grid end, up to float rounding
             abar = min(max(abar, lo_end), hi_end)
         if not lo_end <= abar <= hi_end:
-            raise ValueError(f"abar {abar} is outside the schedule's range [{float(table[-1])}, {float(table[0])}]")
+            raise ValueError(f"flow time {flow_time_of_abar(abar):.4f} (abar {abar:.6g}) lies outside the epsilon model's "
+                             f"schedule, flow times {flow_time_of_abar(hi_end):.4f}..{flow_time_of_abar(lo_end):.4f}; "
+                             "use EpsilonAsFlow.flow_times(grid) for its grid")
         lo = int(torch.searchsorted(-table, torch.tensor(-abar, dtype=torch.float64), right=True)) - 1
         lo = min(max(lo, 0), len(table) - 2)
         frac = (float(table[lo]) - abar) / (float(table[lo]) - float(table[lo + 1]))
