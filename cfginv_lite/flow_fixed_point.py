@@ -160,10 +160,10 @@ def run_flow_method(name: str, model: Any, latents: torch.Tensor, times: Sequenc
 
 
 def regenerate_flow(name: str, model: Any, latents: torch.Tensor, times: Sequence[float], guidance: Guidance, *,
-                    progress: bool = False) -> torch.Tensor:
+                    callback: StepCallback | None = None, progress: bool = False) -> torch.Tensor:
     """Sample back with the method's own sampler (Euler for the implicit inversions, which invert Euler)."""
     check_choice("flow method", name, tuple(FLOW_METHODS))
-    return FLOW_METHODS[name].sample(model, latents, times, guidance, progress=progress)
+    return FLOW_METHODS[name].sample(model, latents, times, guidance, callback=callback, progress=progress)
 
 
 __all__ = ["FLOW_METHODS", "FlowInversion", "FlowMethod", "invert_flow_fixed_point", "invert_uni_inv",
