@@ -56,7 +56,7 @@ def test_live_generation_gate_small() -> None:
 def test_trainer_is_seeded_and_refuses_the_shipped_folder(tmp_path) -> None:
     a, info = train_flow(steps=2, batch=8, progress=False)
     b, _ = train_flow(steps=2, batch=8, progress=False)
-    assert info["init"] == "digits-split" and info["train_images"] == 1297
+    assert info["init"] == "split" and info["train_images"] == 1297
     assert all(torch.equal(p, q) for p, q in zip(a.unet.parameters(), b.unet.parameters()))
     with pytest.raises(SystemExit):
         train_main(["--steps", "1", "--out", str(FLOW_WEIGHTS_DIR)])     # shipped weights need --force
