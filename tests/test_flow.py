@@ -147,3 +147,29 @@ def test_bad_input_is_refused_clearly(setup) -> None:
         invert_flow_fixed_point(flow, images, ts_of(2), g, window=-1, progress=False)
     with pytest.raises(ValueError, match="steps"):
         flow_grid(0)
+
+
+class MetaFlow:
+    """A velocity model on the ``meta`` device: any host read of a tensor value inside a loop raises."""
+
+    name, latent_shape, dtype = "meta-flow", (1, 8, 8), torch.float32
+    device = torch.device("meta")
+
+    def predict_velocity(self, z, t, emb):
+        assert t.device.type == "meta"          # times are built on the latents' device
+        return z * 0.1 + t.view(-1, 1, 1, 1).to(z.dtype) * 1e-3 + emb.mean() * 0
+
+
+@pytest.mark.parametrize("name", sorted(FLOW_METHODS))
+def test_flow_solvers_never_read_a_value_on_the_host(name: str, monkeypatch) -> None:
+    from cfginv_lite import ddim, flow as flow_module, flow_fixed_point
+    from cfginv_lite.ddim import Guidance
+
+    for module in (flow_module, flow_fixed_point):
+        monkeypatch.setattr(module, "check_latents", lambda model, latents: latents)
+    monkeypatch.setattr(ddim.FiniteGuard, "raise_if_bad", lambda self, *args: None)
+    emb = torch.zeros(2, 8, 32, device="meta")
+    g = Guidance(cond=emb, uncond=emb, scale=7.5)
+    z = torch.zeros(2, 1, 8, 8, device="meta")
+    out = run_flow_method(name, MetaFlow(), z, flow_grid(3), g)
+    assert out.latents.device.type == "meta" and out.nfe > 0
