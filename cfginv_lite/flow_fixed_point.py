@@ -59,8 +59,8 @@ def invert_flow_fixed_point(model: Any, latents: torch.Tensor, times: Sequence[f
     ``warm="euler"``: start from the Euler predictor ``z_t + h v_w(z_t, t)`` (one more evaluation);
     ``warm="reuse"``: start from ``z_t + h v_last`` with the last evaluated velocity (Uni-Inv's
     predictor; the first step evaluates ``v_w(z_0, t_0)`` once). ``window = m >= 1``: Anderson
-    mixing over the last ``m + 1`` iterates. Callback adds ``residual`` (per image RMS of
-    ``z_{t1} - z_t - h v_w(z_{t1}, t1)`` of the returned iterate's last evaluation).
+    mixing over the last ``m + 1`` iterates. Callback adds ``residual``: per image, the RMS of
+    ``z_t + h v_w(x, t1) - x`` at the last iterate ``x`` the network evaluated.
     """
     z = check_latents(model, latents)
     check_guidance(guidance)
