@@ -173,3 +173,26 @@ def test_flow_solvers_never_read_a_value_on_the_host(name: str, monkeypatch) -> 
     z = torch.zeros(2, 1, 8, 8, device="meta")
     out = run_flow_method(name, MetaFlow(), z, flow_grid(3), g)
     assert out.latents.device.type == "meta" and out.nfe > 0
+
+
+def test_flow_edit_with_equal_prompts_returns_the_source_and_counts_its_nfe(setup) -> None:
+    from cfginv_lite.flow_edit import flow_edit
+
+    model, flow, images, prompts = setup
+    g = make_guidance(model, prompts, 3.0)
+    ts = ts_of(5)
+    seen = []
+    out = flow_edit(flow, images, ts, g, g, skip=1, progress=False, callback=lambda info: seen.append(info["nfe"]))
+    # z_tar = z + z_src - x_src equals z_src up to float32 rounding, so the velocity difference is ~0 at every
+    # step (measured 5e-7 in all); a wrong coupling (z_tar = z) moves the image by O(0.1)
+    assert (out - images).abs().max() < 1e-4
+    assert seen[-1] == 2 * 2 * (5 - 1) and len(seen) == 4
+    target = make_guidance(model, [digit_prompt((k + 1) % 10) for k in range(10)], 3.0)
+    a = flow_edit(flow, images, ts, g, target, seed=0, progress=False)
+    assert torch.equal(a, flow_edit(flow, images, ts, g, target, seed=0, progress=False))   # seeded
+    assert not torch.equal(a, flow_edit(flow, images, ts, g, target, seed=1, progress=False))
+    assert (a - images).abs().max() > 0.1                 # a different prompt moves the image
+    with pytest.raises(ValueError, match="skip"):
+        flow_edit(flow, images, ts, g, target, skip=5, progress=False)
+    with pytest.raises(ValueError, match="n_avg"):
+        flow_edit(flow, images, ts, g, target, n_avg=0, progress=False)

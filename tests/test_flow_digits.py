@@ -83,3 +83,15 @@ def test_flow_benchmark_quick_writes_resumes_and_protects(tmp_path) -> None:
     (foreign / "flow_benchmark.md").write_text("mine\n")
     refused = subprocess.run([*cmd[:-1], str(foreign)], capture_output=True, text=True, cwd=ROOT)
     assert refused.returncode != 0 and (foreign / "flow_benchmark.md").read_text() == "mine\n"
+
+
+def test_flow_edit_benchmark_quick(tmp_path) -> None:
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "flow_edit.py"), "--quick", "--out-dir",
+                          str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    state = json.loads((tmp_path / "flow_edit.json").read_text())
+    assert set(state["cells"]) == {"flowedit (seed 0)", "flowedit (seed 1)", "flowedit (seed 2)",
+                                   "inversion-based (reversed Euler + Euler)"}
+    assert state["cells"]["flowedit (seed 0)"]["7.5"]["nfe"] == 2 * 2 * (3 - 1)
+    assert state["cells"]["inversion-based (reversed Euler + Euler)"]["1"]["nfe"] == 4 * 3
+    assert set(state["seed_spread"]) == {"1", "3", "7.5"}
