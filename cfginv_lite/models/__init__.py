@@ -5,7 +5,7 @@ from typing import Any
 
 from .protocol import DiffusionModel
 
-MODEL_NAMES: tuple[str, ...] = ("digits", "digits-split", "mini-sd", "stable-diffusion")
+MODEL_NAMES: tuple[str, ...] = ("digits", "digits-split", "digits-flow", "mini-sd", "stable-diffusion")
 
 
 def load_model(name: str = "digits", **kwargs: Any) -> DiffusionModel:
@@ -13,6 +13,8 @@ def load_model(name: str = "digits", **kwargs: Any) -> DiffusionModel:
 
     * ``"digits"``: the embedded model, shipped with the package, CPU, seconds (``device=``,
       ``weights_dir=`` for weights of your own from ``python -m cfginv_lite.models.train_digits``).
+    * ``"digits-flow"``: the rectified-flow twin of ``"digits-split"`` (velocity prediction, same
+      training split; solvers in :mod:`cfginv_lite.flow`), shipped, CPU.
     * ``"mini-sd"``: the embedded latent diffusion model built like SD (VAE + text encoder +
       cross-attention UNet, MNIST), shipped, CPU (``device=``, ``weights_dir=`` for weights of
       your own from ``python -m cfginv_lite.models.train_mini_sd``).
@@ -35,6 +37,13 @@ def load_model(name: str = "digits", **kwargs: Any) -> DiffusionModel:
         model = load_digits_model(weights_dir=SPLIT_WEIGHTS_DIR, **kwargs)
         model.name = "digits-split"   # evidence.digit_sets draws its real images from the held-out side
         return model
+    if name == "digits-flow":
+        from .flow_digits import load_flow_digits_model  # the rectified-flow twin (velocity, cfginv_lite.flow)
+
+        unknown = sorted(set(kwargs) - {"device", "weights_dir"})
+        if unknown:
+            raise ValueError(f"load_model('digits-flow') takes device= and weights_dir=, got {unknown}")
+        return load_flow_digits_model(**kwargs)
     if name == "mini-sd":
         from .mini_sd import load_mini_sd_model
 
