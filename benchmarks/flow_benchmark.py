@@ -39,9 +39,10 @@ import torch
 
 from cfginv_lite import load_model
 from cfginv_lite.data import digit_prompt, split_digit_set
-from cfginv_lite.ddim import make_guidance
+from cfginv_lite.guidance import make_guidance
 from cfginv_lite.evidence import spread
 from cfginv_lite.flow import flow_grid, invert_euler, sample_euler
+from cfginv_lite.methods import NFECounter
 from cfginv_lite.flow_fixed_point import FLOW_METHODS, regenerate_flow, run_flow_method
 from cfginv_lite.metrics import image_rmse
 from cfginv_lite.outputs import OutputPathError, check_output_file, write_output
@@ -60,11 +61,7 @@ def measure(model: Any, name: str, images: torch.Tensor, prompts: list[str], sca
     """One cell: invert, regenerate, per-image errors, NFE."""
     times = flow_grid(steps)
     g = make_guidance(model, prompts, scale)
-    start, seen = time.perf_counter(), {"nfe": 0}
-
-    def count(info: dict[str, Any]) -> None:
-        seen["nfe"] = info["nfe"]
-
+    start, count = time.perf_counter(), NFECounter()
     with torch.no_grad():
         if nudge is None:
             inv = run_flow_method(name, model, images, times, g)
@@ -72,9 +69,9 @@ def measure(model: Any, name: str, images: torch.Tensor, prompts: list[str], sca
             back = regenerate_flow(name, model, z, times, g, callback=count)
         else:
             z = invert_euler(model, images * nudge, times, g, callback=count, progress=False)
-            nfe = seen["nfe"]
+            nfe = count.nfe
             back = sample_euler(model, z, times, g, callback=count, progress=False) / nudge
-    regen_nfe = seen["nfe"]
+    regen_nfe = count.nfe
     errors = image_rmse(model.decode(back), images).numpy()
     s = spread(errors)
     return {"nfe": nfe, "regen_nfe": regen_nfe, "median": s.median, "q25": s.q25, "q75": s.q75,

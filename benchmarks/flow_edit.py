@@ -36,11 +36,12 @@ import torch
 
 from cfginv_lite import load_model
 from cfginv_lite.data import digit_prompt, split_digit_set, train_digit_classifier
-from cfginv_lite.ddim import make_guidance
-from cfginv_lite.editing import style_distance, style_scales
+from cfginv_lite.guidance import make_guidance
+from cfginv_lite.style_metrics import style_distance, style_scales
 from cfginv_lite.evidence import spread
 from cfginv_lite.flow import flow_grid, invert_euler, sample_euler
 from cfginv_lite.flow_edit import flow_edit
+from cfginv_lite.methods import NFECounter
 from cfginv_lite.outputs import OutputPathError, check_output_file, write_output
 from cfginv_lite.quality import bootstrap_accuracy
 
@@ -131,10 +132,10 @@ def main(argv: list[str] | None = None) -> int:
             tar = make_guidance(model, [digit_prompt(d) for d in targets], c)
             dists, succ = [], []
             for seed in SEEDS:
-                seen: dict[str, int] = {}
+                count = NFECounter()
                 edited = model.decode(flow_edit(model, images, times, src1, tar, skip=skip, seed=seed, progress=False,
-                                                callback=lambda info: seen.update(nfe=info["nfe"])))
-                cell = _cell(edited, images, targets, predict, scales, seen["nfe"])
+                                                callback=count))
+                cell = _cell(edited, images, targets, predict, scales, count.nfe)
                 state["cells"].setdefault(f"flowedit (seed {seed})", {})[f"{c:g}"] = cell
                 dists.append(style_distance(edited, images, scales))
                 succ.append(cell["success"])

@@ -32,8 +32,9 @@ from typing import Any, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .ddim import FiniteGuard, Guidance, StepCallback, _expand_batch, check_guidance, check_latents
-from .validation import check_int, check_real
+from .guidance import Guidance, cfg_combine, check_guidance, expand_batch
+from .records import StepCallback, step_info
+from .validation import FiniteGuard, check_int, check_latents, check_real
 
 
 # --------------------------------------------------------------------------- grids
@@ -83,16 +84,16 @@ def guided_velocity(model: Any, z: torch.Tensor, t: float, guidance: Guidance) -
     scale as an input and has no unconditional branch: one call, 1 NFE per image.
     """
     batch = z.shape[0]
-    cond = _expand_batch(guidance.cond, batch, "conditional embeddings")
+    cond = expand_batch(guidance.cond, batch, "conditional embeddings")
     if getattr(model, "guidance_embedded", False):
         times = torch.full((batch,), float(t), dtype=torch.float64, device=z.device)
         scales = torch.full((batch,), guidance.scale, dtype=torch.float32, device=z.device)
         return model.predict_velocity(z, times, cond, scales)
-    uncond = _expand_batch(guidance.uncond, batch, "unconditional embeddings")
+    uncond = expand_batch(guidance.uncond, batch, "unconditional embeddings")
     times = torch.full((2 * batch,), float(t), dtype=torch.float64, device=z.device)  # float64: exact grid times
     v = model.predict_velocity(torch.cat([z, z]), times, torch.cat([uncond, cond]))
     v_u, v_c = v.chunk(2)
-    return v_u + guidance.scale * (v_c - v_u)
+    return cfg_combine(v_u, v_c, guidance.scale)
 
 
 def branch_nfe(model: Any) -> int:
@@ -164,14 +165,16 @@ class EpsilonAsFlow:
 
 
 # --------------------------------------------------------------------------- solvers
-def _report(callback: StepCallback | None, i: int, steps: int, t: float, t1: float, z_prev: torch.Tensor,
+def report_flow_step(callback: StepCallback | None, i: int, steps: int, t: float, t1: float, z_prev: torch.Tensor,
             z: torch.Tensor, v: torch.Tensor, nfe: int, **extra: Any) -> None:
+    """The step's :class:`~cfginv_lite.records.StepInfo`: flow times as levels and labels, the guided
+    velocity as ``noise`` (and ``velocity``)."""
     if callback is not None:
-        callback(dict(step=i, steps=steps, t_from=t, t_to=t1, latent=z, latent_prev=z_prev, velocity=v, nfe=nfe,
-                      **extra))
+        callback(step_info(i, steps, t, t1, (t, t), z, z_prev, v, nfe, velocity=v, **extra))
 
 
-def _walk(times: Sequence[float], direction: int) -> list[tuple[float, float]]:
+def flow_steps(times: Sequence[float], direction: int) -> list[tuple[float, float]]:
+    """The ``(t, t')`` pairs a solver walks: up the checked grid (``direction > 0``, inversion) or down it."""
     grid = check_flow_grid(times)
     pairs = list(zip(grid, grid[1:]))
     return pairs if direction > 0 else [(b, a) for a, b in reversed(pairs)]
@@ -187,19 +190,20 @@ def _euler(model: Any, latents: torch.Tensor, times: Sequence[float], guidance: 
            callback: StepCallback | None, progress: bool, name: str) -> torch.Tensor:
     """Euler: ``z' = z + (t' - t) v_w(z, t)``, up (inversion) or down (sampling) the grid."""
     z = _start(model, latents, guidance)
-    pairs, per, nfe = _walk(times, direction), branch_nfe(model), 0
+    pairs, per, nfe = flow_steps(times, direction), branch_nfe(model), 0
     guard = FiniteGuard(z.device)
     for i, (t, t1) in enumerate(tqdm(pairs, desc=name, disable=not progress, leave=False)):
         v = guided_velocity(model, z, t, guidance)
         nfe += per
         z_next = z + (t1 - t) * v
         guard.update(i, z_next)
-        _report(callback, i, len(pairs), t, t1, z, z_next, v, nfe)
+        report_flow_step(callback, i, len(pairs), t, t1, z, z_next, v, nfe)
         z = z_next
     guard.raise_if_bad(name, check_flow_grid(times), direction)
     return z
 
 
+@torch.no_grad()
 def invert_euler(model: Any, latents: torch.Tensor, times: Sequence[float], guidance: Guidance, *,
                  callback: StepCallback | None = None, progress: bool = True) -> torch.Tensor:
     """Reversed Euler, the flow twin of naive DDIM inversion: ``z_{t1} = z_t + (t1 - t) v_w(z_t, t)``.
@@ -211,6 +215,7 @@ def invert_euler(model: Any, latents: torch.Tensor, times: Sequence[float], guid
     return _euler(model, latents, times, guidance, +1, callback, progress, "invert_euler")
 
 
+@torch.no_grad()
 def sample_euler(model: Any, latents: torch.Tensor, times: Sequence[float], guidance: Guidance, *,
                  callback: StepCallback | None = None, progress: bool = True) -> torch.Tensor:
     """Euler sampling from ``t = times[-1]`` down to ``times[0]`` (the SD3/FLUX default sampler)."""
@@ -221,7 +226,7 @@ def _midpoint(model: Any, latents: torch.Tensor, times: Sequence[float], guidanc
               callback: StepCallback | None, progress: bool, name: str, taylor: bool) -> torch.Tensor:
     """Midpoint (Runge 1895) or RF-Solver-2 (``taylor=True``): 2 guided evaluations per step."""
     z = _start(model, latents, guidance)
-    pairs, per, nfe = _walk(times, direction), branch_nfe(model), 0
+    pairs, per, nfe = flow_steps(times, direction), branch_nfe(model), 0
     guard = FiniteGuard(z.device)
     for i, (t, t1) in enumerate(tqdm(pairs, desc=name, disable=not progress, leave=False)):
         h = t1 - t
@@ -233,24 +238,27 @@ def _midpoint(model: Any, latents: torch.Tensor, times: Sequence[float], guidanc
         else:
             z_next = z + h * v_mid
         guard.update(i, z_next)
-        _report(callback, i, len(pairs), t, t1, z, z_next, v_mid, nfe)
+        report_flow_step(callback, i, len(pairs), t, t1, z, z_next, v_mid, nfe)
         z = z_next
     guard.raise_if_bad(name, check_flow_grid(times), direction)
     return z
 
 
+@torch.no_grad()
 def invert_midpoint(model: Any, latents: torch.Tensor, times: Sequence[float], guidance: Guidance, *,
                     callback: StepCallback | None = None, progress: bool = True) -> torch.Tensor:
     """Explicit midpoint up the grid: ``z_{t1} = z_t + h v_w(z_t + h/2 v_w(z_t, t), t + h/2)``. 4 NFE/step."""
     return _midpoint(model, latents, times, guidance, +1, callback, progress, "invert_midpoint", False)
 
 
+@torch.no_grad()
 def sample_midpoint(model: Any, latents: torch.Tensor, times: Sequence[float], guidance: Guidance, *,
                     callback: StepCallback | None = None, progress: bool = True) -> torch.Tensor:
     """Explicit midpoint down the grid (4 NFE per step)."""
     return _midpoint(model, latents, times, guidance, -1, callback, progress, "sample_midpoint", False)
 
 
+@torch.no_grad()
 def invert_rf_solver(model: Any, latents: torch.Tensor, times: Sequence[float], guidance: Guidance, *,
                      callback: StepCallback | None = None, progress: bool = True) -> torch.Tensor:
     """RF-Solver-2 inversion (Wang et al. 2024, "Taming Rectified Flow for Inversion and Editing",
@@ -261,6 +269,7 @@ def invert_rf_solver(model: Any, latents: torch.Tensor, times: Sequence[float], 
     return _midpoint(model, latents, times, guidance, +1, callback, progress, "invert_rf_solver", True)
 
 
+@torch.no_grad()
 def sample_rf_solver(model: Any, latents: torch.Tensor, times: Sequence[float], guidance: Guidance, *,
                      callback: StepCallback | None = None, progress: bool = True) -> torch.Tensor:
     """RF-Solver-2 sampling (the paper's eq. 8 down the grid)."""
@@ -273,7 +282,7 @@ def _fireflow(model: Any, latents: torch.Tensor, times: Sequence[float], guidanc
     arXiv:2412.07517; github.com/HolmesShuan/FireFlow): a midpoint step whose first velocity is the
     previous step's midpoint velocity (reused, not recomputed). ``N + 1`` guided evaluations for N steps."""
     z = _start(model, latents, guidance)
-    pairs, per = _walk(times, direction), branch_nfe(model)
+    pairs, per = flow_steps(times, direction), branch_nfe(model)
     guard = FiniteGuard(z.device)
     v_reuse = guided_velocity(model, z, pairs[0][0], guidance)
     nfe = per
@@ -283,25 +292,27 @@ def _fireflow(model: Any, latents: torch.Tensor, times: Sequence[float], guidanc
         nfe += per
         z_next = z + h * v_mid
         guard.update(i, z_next)
-        _report(callback, i, len(pairs), t, t1, z, z_next, v_mid, nfe)
+        report_flow_step(callback, i, len(pairs), t, t1, z, z_next, v_mid, nfe)
         z, v_reuse = z_next, v_mid
     guard.raise_if_bad(name, check_flow_grid(times), direction)
     return z
 
 
+@torch.no_grad()
 def invert_fireflow(model: Any, latents: torch.Tensor, times: Sequence[float], guidance: Guidance, *,
                     callback: StepCallback | None = None, progress: bool = True) -> torch.Tensor:
     """FireFlow inversion (see :func:`_fireflow`): 2 (N + 1) NFE for N steps."""
     return _fireflow(model, latents, times, guidance, +1, callback, progress, "invert_fireflow")
 
 
+@torch.no_grad()
 def sample_fireflow(model: Any, latents: torch.Tensor, times: Sequence[float], guidance: Guidance, *,
                     callback: StepCallback | None = None, progress: bool = True) -> torch.Tensor:
     """FireFlow sampling (the same reuse down the grid)."""
     return _fireflow(model, latents, times, guidance, -1, callback, progress, "sample_fireflow")
 
 
-__all__ = ["EpsilonAsFlow", "branch_nfe", "check_flow_grid", "check_flow_model", "ddim_to_flow", "flow_grid",
+__all__ = ["EpsilonAsFlow", "branch_nfe", "check_flow_grid", "check_flow_model", "ddim_to_flow", "flow_grid", "flow_steps",
            "flow_time_of_abar", "flow_to_ddim", "guided_velocity", "invert_euler", "invert_fireflow",
            "invert_midpoint", "invert_rf_solver", "sample_euler", "sample_fireflow", "sample_midpoint",
-           "sample_rf_solver"]
+           "report_flow_step", "sample_rf_solver"]

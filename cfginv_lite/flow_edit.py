@@ -20,11 +20,13 @@ from typing import Any, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .ddim import FiniteGuard, Guidance, StepCallback, check_guidance, check_latents
-from .flow import _report, branch_nfe, check_flow_grid, check_flow_model, guided_velocity
-from .validation import check_int, check_seed
+from .flow import branch_nfe, check_flow_grid, check_flow_model, guided_velocity, report_flow_step
+from .guidance import Guidance, check_guidance
+from .records import StepCallback
+from .validation import FiniteGuard, check_int, check_latents, check_seed
 
 
+@torch.no_grad()
 def flow_edit(model: Any, latents: torch.Tensor, times: Sequence[float], source: Guidance, target: Guidance, *,
               skip: int = 0, n_avg: int = 1, seed: int = 0, callback: StepCallback | None = None,
               progress: bool = True) -> torch.Tensor:
@@ -49,7 +51,7 @@ def flow_edit(model: Any, latents: torch.Tensor, times: Sequence[float], source:
             nfe += 2 * per
         z_next = z + (t_prev - t) * delta / n_avg
         guard.update(i, z_next)
-        _report(callback, i, len(pairs), t, t_prev, z, z_next, delta / n_avg, nfe)
+        report_flow_step(callback, i, len(pairs), t, t_prev, z, z_next, delta / n_avg, nfe)
         z = z_next
     guard.raise_if_bad("flow_edit", grid, -1)
     return z

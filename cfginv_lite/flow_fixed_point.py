@@ -29,11 +29,13 @@ from typing import Any, Callable, Literal, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .ddim import FiniteGuard, Guidance, StepCallback, check_guidance, check_latents
-from .flow import (_report, _walk, branch_nfe, check_flow_grid, guided_velocity, invert_euler, invert_fireflow,
-                   invert_midpoint, invert_rf_solver, sample_euler, sample_fireflow, sample_midpoint,
-                   sample_rf_solver)
-from .validation import check_choice, check_int
+from .flow import (branch_nfe, check_flow_grid, flow_steps, guided_velocity, invert_euler, invert_fireflow,
+                   invert_midpoint, invert_rf_solver, report_flow_step, sample_euler, sample_fireflow,
+                   sample_midpoint, sample_rf_solver)
+from .guidance import Guidance, check_guidance
+from .methods import NFECounter
+from .records import StepCallback
+from .validation import FiniteGuard, check_choice, check_int, check_latents
 
 Warm = Literal["euler", "reuse"]
 
@@ -51,6 +53,7 @@ def _anderson(xs: list[torch.Tensor], fs: list[torch.Tensor], reg: float = 1e-8)
     return (fs[-1].reshape(b, -1, 1) - df @ gamma).reshape(xs[0].shape)
 
 
+@torch.no_grad()
 def invert_flow_fixed_point(model: Any, latents: torch.Tensor, times: Sequence[float], guidance: Guidance, *,
                             iterations: int = 4, window: int = 0, warm: Warm = "euler",
                             callback: StepCallback | None = None, progress: bool = True) -> torch.Tensor:
@@ -67,7 +70,7 @@ def invert_flow_fixed_point(model: Any, latents: torch.Tensor, times: Sequence[f
     iterations = check_int("iterations", iterations, minimum=1, maximum=100)
     window = check_int("window", window, minimum=0, maximum=10)
     check_choice("warm", warm, ("euler", "reuse"))
-    pairs, per = _walk(times, +1), branch_nfe(model)
+    pairs, per = flow_steps(times, +1), branch_nfe(model)
     guard = FiniteGuard(z.device)
     nfe, v_last = 0, None
     for i, (t, t1) in enumerate(tqdm(pairs, desc="invert_flow_fixed_point", disable=not progress, leave=False)):
@@ -85,18 +88,19 @@ def invert_flow_fixed_point(model: Any, latents: torch.Tensor, times: Sequence[f
             x = _anderson(xs, fs) if window and len(xs) > 1 else f
         residual = (fs[-1] - xs[-1]).flatten(1).pow(2).mean(1).sqrt()
         guard.update(i, x)
-        _report(callback, i, len(pairs), t, t1, z, x, v_last, nfe, residual=residual)
+        report_flow_step(callback, i, len(pairs), t, t1, z, x, v_last, nfe, residual=residual)
         z = x
     guard.raise_if_bad("invert_flow_fixed_point", check_flow_grid(times), +1)
     return z
 
 
+@torch.no_grad()
 def invert_uni_inv(model: Any, latents: torch.Tensor, times: Sequence[float], guidance: Guidance, *,
                    callback: StepCallback | None = None, progress: bool = True) -> torch.Tensor:
     """Uni-Inv (Jiao et al. 2025), written as its paper's predictor-corrector loop (see the module docstring)."""
     z = check_latents(model, latents)
     check_guidance(guidance)
-    pairs, per = _walk(times, +1), branch_nfe(model)
+    pairs, per = flow_steps(times, +1), branch_nfe(model)
     guard = FiniteGuard(z.device)
     v_reuse = guided_velocity(model, z, pairs[0][0], guidance)
     nfe = per
@@ -107,7 +111,7 @@ def invert_uni_inv(model: Any, latents: torch.Tensor, times: Sequence[float], gu
         nfe += per
         z_next = z + h * v_reuse
         guard.update(i, z_next)
-        _report(callback, i, len(pairs), t, t1, z, z_next, v_reuse, nfe)
+        report_flow_step(callback, i, len(pairs), t, t1, z, z_next, v_reuse, nfe)
         z = z_next
     guard.raise_if_bad("invert_uni_inv", check_flow_grid(times), +1)
     return z
@@ -149,14 +153,10 @@ def run_flow_method(name: str, model: Any, latents: torch.Tensor, times: Sequenc
     """Invert with a registered flow method; NFE per image counted from the solver's callback."""
     check_choice("flow method", name, tuple(FLOW_METHODS))
     entry = FLOW_METHODS[name]
-    seen: dict[str, int] = {"nfe": 0}
-
-    def count(info: dict[str, Any]) -> None:
-        seen["nfe"] = info["nfe"]
-
-    z = entry.invert(model, latents, times, guidance, callback=count, progress=progress,
+    counter = NFECounter()
+    z = entry.invert(model, latents, times, guidance, callback=counter, progress=progress,
                      **{**dict(entry.options), **options})
-    return FlowInversion(z, seen["nfe"], name)
+    return FlowInversion(z, counter.nfe, name)
 
 
 def regenerate_flow(name: str, model: Any, latents: torch.Tensor, times: Sequence[float], guidance: Guidance, *,

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .data import digit_prompt, split_digit_set
-from .ddim import make_guidance
+from .guidance import make_guidance
 from .evidence import Spread, median_ratio, paired_ratio, spread
 from .flow import flow_grid, invert_euler, sample_euler
 from .metrics import image_rmse

@@ -72,7 +72,10 @@ def test_every_solver_is_covered():
                if m.name != "__main__"]
     found = {name for module in modules for name, fn in vars(module).items()
              if inspect.isfunction(fn) and fn.__module__ == module.__name__ and name.startswith(("invert_", "sample_"))}
+    from cfginv_lite.flow_fixed_point import FLOW_METHODS   # run on meta tensors in tests/test_flow.py
+
     covered = {fn.__name__ for fn, _ in SOLVER_CASES} | {"edit"}
+    covered |= {fn.__name__ for entry in FLOW_METHODS.values() for fn in (entry.invert, entry.sample)}
     assert found - covered == set(NOT_ON_META), sorted(found - covered)
 
 
