@@ -27,9 +27,8 @@ from tqdm.auto import tqdm
 from .validation import check_int, check_seed
 from .guidance import check_guidance_scale
 from .devices import resolve_device
-from .outputs import (
-    MARKDOWN_MARKER, SOFTWARE, OutputPathError, check_output_file, is_tool_image, is_tool_markdown, write_output,
-)
+from .outputs import OutputPathError, check_output_file, write_output
+from .ownership import MARKDOWN_MARKER, SOFTWARE, is_tool_image, is_tool_markdown
 from .presentation import format_table, plot_rows
 from .schedule import SD1_SCHEDULER_CONFIG, SPACINGS, timestep_grid
 

@@ -30,7 +30,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .ownership import MARKDOWN_MARKER, SOFTWARE, is_tool_image, is_tool_markdown  # re-exported
 
 _VIRTUAL_ROOTS = ("/proc", "/sys", "/dev")
 
@@ -333,6 +332,5 @@ def _place(tmp: str, path: Path, *, existed: bool, force: bool, owned: Callable[
     return None
 
 
-__all__ = ["MARKDOWN_MARKER", "OutputConflictError", "OutputPathError", "SOFTWARE", "check_output_dir",
-           "check_output_file", "is_tool_image", "is_tool_markdown", "write_atomic", "write_output",
-           "write_text_atomic"]
+__all__ = ["OutputConflictError", "OutputPathError", "check_output_dir", "check_output_file", "write_atomic",
+           "write_output", "write_text_atomic"]

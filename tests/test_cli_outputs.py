@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from cfginv_lite import cli
-from cfginv_lite.outputs import MARKDOWN_MARKER
+from cfginv_lite.ownership import MARKDOWN_MARKER
 
 ROOT = Path(__file__).resolve().parents[1]
 
