@@ -15,7 +15,9 @@ for Training-Free Image Editing", arXiv:2411.14430, sec. 3.3: the clean latent i
 the constant measured, not trusted.
 
 Results are saved atomically after every (method, scale) cell; ``--resume`` skips the cells already in
-the JSON; files this script did not write are never replaced without ``--force``.
+the JSON (``--force`` starts over); files this script did not write (recognised by the JSON's
+``written_by`` and the table's first line) are never replaced without ``--force`` (the shared harness
+:mod:`cfginv_lite.benchmark`).
 
 Usage (from the repository root)::
 
@@ -25,16 +27,10 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from cfginv_lite import load_model
@@ -45,7 +41,9 @@ from cfginv_lite.flow import flow_grid, invert_euler, sample_euler
 from cfginv_lite.methods import NFECounter
 from cfginv_lite.flow_fixed_point import FLOW_METHODS, regenerate_flow, run_flow_method
 from cfginv_lite.metrics import image_rmse
-from cfginv_lite.outputs import OutputPathError, check_output_file, write_output
+from cfginv_lite.benchmark import Results, add_output_arguments, command_line, environment, exit_on_output_error, \
+    text_render
+from cfginv_lite.ownership import first_line_is
 
 WRITTEN_BY = "benchmarks/flow_benchmark.py"
 HEADER = "# Flow inversion at high guidance (digits-flow, held-out real digits)"
@@ -103,87 +101,57 @@ def markdown(state: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _ours_json(path: Path) -> bool:
-    try:
-        return json.loads(path.read_text(encoding="utf-8")).get("written_by") == WRITTEN_BY
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def _ours_md(path: Path) -> bool:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.readline().rstrip("\r\n") == HEADER
-    except OSError:
-        return False
+def open_results(args: argparse.Namespace) -> Results:
+    """The JSON and its table in ``--out-dir``, both checked before any work; a resumed file must have
+    been measured with the same ``--per-digit`` and ``--steps``."""
+    out = Path(args.out_dir)
+    results = Results(out / "flow_benchmark.json", script=WRITTEN_BY, force=args.force, resume=args.resume,
+                      fresh={"quick": args.quick, "per_digit": args.per_digit, "steps": args.steps, "cells": {},
+                             "runs": []},
+                      keys=lambda s: ((key, c) for key, cells in s["cells"].items() for c in cells),
+                      renders={out / "flow_benchmark.md": (first_line_is(HEADER), text_render(markdown))},
+                      what="flow benchmark JSON")
+    state = results.state
+    if (state.get("per_digit"), state.get("steps")) != (args.per_digit, args.steps):
+        raise SystemExit(f"error: --resume with --per-digit {args.per_digit} --steps {args.steps}, but the file "
+                         f"has {state.get('per_digit')} and {state.get('steps')}")
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out-dir", default="docs", help="folder for flow_benchmark.{json,md} (default docs)")
     p.add_argument("--methods", nargs="+", choices=list(FLOW_METHODS), default=list(FLOW_METHODS))
     p.add_argument("--per-digit", type=int, default=10, help="held-out images per class (default 10: 100)")
     p.add_argument("--steps", type=int, default=10, help="flow steps (default 10)")
     p.add_argument("--nudge", type=float, default=1.15, help="Stable Flow's latent factor to measure; 0: skip")
     p.add_argument("--weights-dir", default=None, help="digits-flow weights (default: the shipped ones)")
-    p.add_argument("--resume", action="store_true", help="keep the cells already in the JSON, run the rest")
-    p.add_argument("--force", action="store_true", help="replace output files this script did not write")
+    add_output_arguments(p, "flow_benchmark.{json,md}")
     p.add_argument("--quick", action="store_true", help="smoke test: 1 image per class, 2 steps, euler and uni-inv")
     args = p.parse_args(argv)
     if args.per_digit < 1 or args.steps < 1:
         raise SystemExit("error: --per-digit and --steps must be >= 1")
     if args.quick:
         args.per_digit, args.steps, args.methods = 1, 2, ["euler", "uni-inv"]
-    out = Path(args.out_dir)
-    try:
-        js = check_output_file(out / "flow_benchmark.json", what="flow benchmark JSON", force=args.force,
-                               owned=_ours_json)
-        md = check_output_file(out / "flow_benchmark.md", what="flow benchmark Markdown", force=args.force,
-                               owned=_ours_md)
-    except OutputPathError as err:
-        raise SystemExit(f"error: {err}") from None
-    existed = {js: js.exists(), md: md.exists()}
-    command = shlex.join(["python", *(sys.argv if argv is None else [WRITTEN_BY, *argv])])
-    if os.environ.get("OMP_NUM_THREADS"):
-        command = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} {command}"
-    env = (f"torch {torch.__version__}, Python {platform.python_version()}, {platform.machine()} CPU, "
-           f"nproc {os.cpu_count()}, torch threads {torch.get_num_threads()}")
-    state: dict[str, Any] = {"written_by": WRITTEN_BY, "quick": args.quick, "per_digit": args.per_digit,
-                             "steps": args.steps, "cells": {}, "runs": []}
-    if args.resume and js.exists():
-        if not _ours_json(js):
-            raise SystemExit(f"error: {js} was not written by this script; cannot --resume from it")
-        state = json.loads(js.read_text(encoding="utf-8"))
-        if (state.get("per_digit"), state.get("steps")) != (args.per_digit, args.steps):
-            raise SystemExit(f"error: --resume with --per-digit {args.per_digit} --steps {args.steps}, but the file "
-                             f"has {state.get('per_digit')} and {state.get('steps')}")
-
-    def save() -> None:
-        for path, text, owned in ((js, json.dumps(state, indent=1) + "\n", _ours_json), (md, markdown(state), _ours_md)):
-            write_output(path, lambda tmp, t=text: tmp.write_text(t, encoding="utf-8"), existed=existed[path],
-                         force=args.force, owned=owned)
-            existed[path] = True
-
-    model = load_model("digits-flow", **({"weights_dir": args.weights_dir} if args.weights_dir else {}))
-    images, labels = split_digit_set("heldout", args.per_digit)
-    prompts = [digit_prompt(d) for d in labels]
-    start, did = time.perf_counter(), False
-    keys = list(args.methods) + ([nudge_key(args.nudge)] if args.nudge else [])
-    for key in keys:
-        for c in CFGS:
-            if f"{c:g}" in state["cells"].get(key, {}):
-                continue
-            did = True
-            nudge = args.nudge if key == nudge_key(args.nudge) else None
-            cell = measure(model, "euler" if nudge else key, images, prompts, c, args.steps, nudge)
-            state["cells"].setdefault(key, {})[f"{c:g}"] = cell
-            save()                                 # after every cell: an interrupted run keeps it
-            print(f"{key:>16} CFG {c:>4g}: NFE {cell['nfe']:>3}  median {cell['median']:.4f} "
-                  f"(IQR {cell['q25']:.4f}-{cell['q75']:.4f}) {cell['seconds']} s", flush=True)
-    if did:
-        state["runs"].append({"command": command, "env": env, "minutes": round((time.perf_counter() - start) / 60, 1)})
-    save()
-    print(f"wrote {md} and {js}")
+    with exit_on_output_error():
+        results = open_results(args)
+        run = {"command": command_line(WRITTEN_BY, argv), "env": environment()}
+        model = load_model("digits-flow", **({"weights_dir": args.weights_dir} if args.weights_dir else {}))
+        images, labels = split_digit_set("heldout", args.per_digit)
+        prompts = [digit_prompt(d) for d in labels]
+        start = time.perf_counter()
+        keys = list(args.methods) + ([nudge_key(args.nudge)] if args.nudge else [])
+        for key in keys:
+            for c in CFGS:
+                if results.done((key, f"{c:g}")):
+                    continue
+                nudge = args.nudge if key == nudge_key(args.nudge) else None
+                cell = measure(model, "euler" if nudge else key, images, prompts, c, args.steps, nudge)
+                results.state["cells"].setdefault(key, {})[f"{c:g}"] = cell
+                results.commit()                       # after every cell: an interrupted run keeps it
+                print(f"{key:>16} CFG {c:>4g}: NFE {cell['nfe']:>3}  median {cell['median']:.4f} "
+                      f"(IQR {cell['q25']:.4f}-{cell['q75']:.4f}) {cell['seconds']} s", flush=True)
+        results.finish({**run, "minutes": round((time.perf_counter() - start) / 60, 1)})
+    print(f"wrote {', '.join(map(str, results.rendered))} and {results.path}")
     return 0
 
 

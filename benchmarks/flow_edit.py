@@ -22,11 +22,6 @@ The outputs are replaced only if this script wrote them (``--force`` overrides),
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +30,8 @@ import numpy as np
 import torch
 
 from cfginv_lite import load_model
+from cfginv_lite.benchmark import Results, add_output_arguments, command_line, environment, exit_on_output_error, \
+    text_render
 from cfginv_lite.data import digit_prompt, split_digit_set, train_digit_classifier
 from cfginv_lite.guidance import make_guidance
 from cfginv_lite.style_metrics import style_distance, style_scales
@@ -42,7 +39,7 @@ from cfginv_lite.evidence import spread
 from cfginv_lite.flow import flow_grid, invert_euler, sample_euler
 from cfginv_lite.flow_edit import flow_edit
 from cfginv_lite.methods import NFECounter
-from cfginv_lite.outputs import OutputPathError, check_output_file, write_output
+from cfginv_lite.ownership import first_line_is
 from cfginv_lite.quality import bootstrap_accuracy
 
 WRITTEN_BY = "benchmarks/flow_edit.py"
@@ -79,84 +76,86 @@ def markdown(state: dict[str, Any]) -> str:
         lines.append(f"- CFG {c}: style medians {v['style_medians_min']:.3f}-{v['style_medians_max']:.3f}, success "
                      f"{v['success_min']:.2f}-{v['success_max']:.2f}, per-image std across seeds (median) "
                      f"{v['per_image_std_median']:.3f}")
-    lines += ["", f"Run: `{state['command']}` ({state['env']}; {state['minutes']} min)"]
+    lines.append("")
+    for run in state["runs"]:
+        lines.append(f"Run: `{run['command']}` ({run['env']}; {run['minutes']} min)")
     return "\n".join(lines) + "\n"
 
 
-def _ours_json(path: Path) -> bool:
-    try:
-        return json.loads(path.read_text(encoding="utf-8")).get("written_by") == WRITTEN_BY
-    except (OSError, ValueError, AttributeError):
-        return False
+def open_results(args: argparse.Namespace, n: int, steps: int, skip: int) -> Results:
+    """The JSON and its table in ``--out-dir``, both checked before any work. A file from before the
+    runs log (one run's ``command``, ``env``, ``minutes`` at the top) gets them as its first run; a
+    resumed file must have been measured with the same images, steps and skip."""
+    out = Path(args.out_dir)
+    results = Results(out / "flow_edit.json", script=WRITTEN_BY, force=args.force, resume=args.resume,
+                      fresh={"quick": args.quick, "n": n, "steps": steps, "skip": skip, "cells": {},
+                             "seed_spread": {}, "runs": []},
+                      keys=lambda s: iter(s["seed_spread"]),
+                      renders={out / "flow_edit.md": (first_line_is(HEADER), text_render(markdown))},
+                      what="FlowEdit JSON")
+    state = results.state
+    if "command" in state:
+        state["runs"] = [{k: state.pop(k) for k in ("command", "env", "minutes")}, *state["runs"]]
+    if (state["n"], state["steps"], state["skip"]) != (n, steps, skip):
+        raise SystemExit(f"error: --resume with {n} images, {steps} steps, skip {skip}, but the file has "
+                         f"{state['n']}, {state['steps']} and {state['skip']}")
+    return results
 
 
-def _ours_md(path: Path) -> bool:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.readline().rstrip("\r\n") == HEADER
-    except OSError:
-        return False
+def edit_at(model: Any, c: float, images: torch.Tensor, labels: list[int], targets: list[int], times: list[float],
+            skip: int, predict: Any, scales: Any) -> tuple[dict[str, dict], dict[str, float]]:
+    """One target CFG: FlowEdit with each seed and inversion-based editing; the cells and the seed spread."""
+    src1 = make_guidance(model, [digit_prompt(d) for d in labels], 1.0)
+    tar = make_guidance(model, [digit_prompt(d) for d in targets], c)
+    cells, dists, succ = {}, [], []
+    for seed in SEEDS:
+        count = NFECounter()
+        edited = model.decode(flow_edit(model, images, times, src1, tar, skip=skip, seed=seed, progress=False,
+                                        callback=count))
+        cells[f"flowedit (seed {seed})"] = _cell(edited, images, targets, predict, scales, count.nfe)
+        dists.append(style_distance(edited, images, scales))
+        succ.append(cells[f"flowedit (seed {seed})"]["success"])
+    medians = [float(np.median(d)) for d in dists]
+    spread_ = {"style_medians_min": min(medians), "style_medians_max": max(medians), "success_min": min(succ),
+               "success_max": max(succ), "per_image_std_median": float(np.median(np.std(dists, axis=0)))}
+    z = invert_euler(model, images, times, make_guidance(model, [digit_prompt(d) for d in labels], c), progress=False)
+    edited = model.decode(sample_euler(model, z, times, tar, progress=False))
+    nfe = 4 * (len(times) - 1)                       # reversed Euler + Euler, two branches each
+    cells["inversion-based (reversed Euler + Euler)"] = _cell(edited, images, targets, predict, scales, nfe)
+    return cells, spread_
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out-dir", default="docs", help="folder for flow_edit.{json,md} (default docs)")
     p.add_argument("--skip", type=int, default=3, help="FlowEdit's skipped noisiest steps (default 3)")
-    p.add_argument("--force", action="store_true", help="replace output files this script did not write")
+    add_output_arguments(p, "flow_edit.{json,md}")
     p.add_argument("--quick", action="store_true", help="smoke test: 1 image per class, 3 steps, skip 1")
     args = p.parse_args(argv)
     per_digit, steps, skip = (1, 3, 1) if args.quick else (10, 10, args.skip)
     if not 0 <= skip < steps:
         raise SystemExit(f"error: --skip must be in 0..{steps - 1}")
-    out = Path(args.out_dir)
-    try:
-        js = check_output_file(out / "flow_edit.json", what="FlowEdit JSON", force=args.force, owned=_ours_json)
-        md = check_output_file(out / "flow_edit.md", what="FlowEdit Markdown", force=args.force, owned=_ours_md)
-    except OutputPathError as err:
-        raise SystemExit(f"error: {err}") from None
-    existed = {js: js.exists(), md: md.exists()}
-    command = shlex.join(["python", *(sys.argv if argv is None else [WRITTEN_BY, *argv])])
-    if os.environ.get("OMP_NUM_THREADS"):
-        command = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} {command}"
-    start = time.perf_counter()
-    model = load_model("digits-flow")
-    images, labels = split_digit_set("heldout", per_digit)
-    targets = [(d + 1) % 10 for d in labels]
-    predict, scales = train_digit_classifier(heldout_per_digit=50), style_scales(split_digit_set("heldout", 50)[0])
-    times = flow_grid(steps)
-    src1 = make_guidance(model, [digit_prompt(d) for d in labels], 1.0)
-    state: dict[str, Any] = {"written_by": WRITTEN_BY, "quick": args.quick, "n": len(labels), "steps": steps,
-                             "skip": skip, "cells": {}, "seed_spread": {}}
-    with torch.no_grad():
-        for c in CFGS:
-            tar = make_guidance(model, [digit_prompt(d) for d in targets], c)
-            dists, succ = [], []
-            for seed in SEEDS:
-                count = NFECounter()
-                edited = model.decode(flow_edit(model, images, times, src1, tar, skip=skip, seed=seed, progress=False,
-                                                callback=count))
-                cell = _cell(edited, images, targets, predict, scales, count.nfe)
-                state["cells"].setdefault(f"flowedit (seed {seed})", {})[f"{c:g}"] = cell
-                dists.append(style_distance(edited, images, scales))
-                succ.append(cell["success"])
-            medians = [float(np.median(d)) for d in dists]
-            state["seed_spread"][f"{c:g}"] = {"style_medians_min": min(medians), "style_medians_max": max(medians),
-                                              "success_min": min(succ), "success_max": max(succ),
-                                              "per_image_std_median": float(np.median(np.std(dists, axis=0)))}
-            z = invert_euler(model, images, times, make_guidance(model, [digit_prompt(d) for d in labels], c),
-                             progress=False)
-            edited = model.decode(sample_euler(model, z, times, tar, progress=False))
-            state["cells"].setdefault("inversion-based (reversed Euler + Euler)", {})[f"{c:g}"] = \
-                _cell(edited, images, targets, predict, scales, 4 * steps)
-            print(f"CFG {c:g}: " + "; ".join(f"{k}: {v[f'{c:g}']['success']:.2f} / {v[f'{c:g}']['style_median']:.3f}"
-                                             for k, v in state["cells"].items()), flush=True)
-    state.update(command=command, minutes=round((time.perf_counter() - start) / 60, 1),
-                 env=f"torch {torch.__version__}, Python {platform.python_version()}, {platform.machine()} CPU, "
-                     f"nproc {os.cpu_count()}, torch threads {torch.get_num_threads()}")
-    for path, text, owned in ((js, json.dumps(state, indent=1) + "\n", _ours_json), (md, markdown(state), _ours_md)):
-        write_output(path, lambda tmp, t=text: tmp.write_text(t, encoding="utf-8"), existed=existed[path],
-                     force=args.force, owned=owned)
-    print(f"wrote {md} and {js}")
+    with exit_on_output_error():
+        results = open_results(args, 10 * per_digit, steps, skip)
+        run = {"command": command_line(WRITTEN_BY, argv), "env": environment()}
+        start = time.perf_counter()
+        model = load_model("digits-flow")
+        images, labels = split_digit_set("heldout", per_digit)
+        targets = [(d + 1) % 10 for d in labels]
+        predict, scales = train_digit_classifier(heldout_per_digit=50), style_scales(split_digit_set("heldout", 50)[0])
+        times = flow_grid(steps)
+        with torch.no_grad():
+            for c in CFGS:
+                if results.done(f"{c:g}"):
+                    continue
+                cells, results.state["seed_spread"][f"{c:g}"] = edit_at(model, c, images, labels, targets, times,
+                                                                        skip, predict, scales)
+                for key, cell in cells.items():
+                    results.state["cells"].setdefault(key, {})[f"{c:g}"] = cell
+                results.commit()                       # after every CFG: an interrupted run keeps it
+                print(f"CFG {c:g}: " + "; ".join(f"{k}: {v['success']:.2f} / {v['style_median']:.3f}"
+                                                 for k, v in cells.items()), flush=True)
+        results.finish({**run, "minutes": round((time.perf_counter() - start) / 60, 1)})
+    print(f"wrote {', '.join(map(str, results.rendered))} and {results.path}")
     return 0
 
 

@@ -14,7 +14,8 @@
 (c) the same generation gate for the teacher (``digits-split``, DDIM 20 steps), so the twin is judged
     next to the model it twins.
 
-The file is replaced only if this script wrote it (``--force`` overrides), atomically.
+The file is checked before any work and replaced only if this script wrote it (``--force`` overrides),
+atomically (the shared harness :mod:`cfginv_lite.benchmark`).
 
 Usage (from the repository root)::
 
@@ -25,31 +26,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import shlex
-import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from cfginv_lite import load_model
+from cfginv_lite.benchmark import OutputFile, add_output_arguments, command_line, environment, exit_on_output_error
 from cfginv_lite.data import heldout_indices, load_digit_images, train_digit_classifier
 from cfginv_lite.data import split_digit_set
 from cfginv_lite.flow_quality import flow_generation_accuracy, flow_matching_loss, flow_phenomenon
 from cfginv_lite.models.flow_digits import FlowDigitsModel
-from cfginv_lite.outputs import OutputPathError, check_output_file, write_output
+from cfginv_lite.ownership import json_marked
 from cfginv_lite.quality import generation_accuracy
 
 WRITTEN_BY = "benchmarks/flow_gates.py"
-
-
-def _ours(path: Path) -> bool:
-    try:
-        return json.loads(path.read_text()).get("written_by") == WRITTEN_BY
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def _sd(s) -> dict[str, float]:
@@ -65,20 +57,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="docs/flow_gates.json", help="output JSON (default docs/flow_gates.json)")
     p.add_argument("--gen-steps", type=int, default=20, help="Euler steps for the generated digits (default 20)")
     p.add_argument("--weights-dir", default=None, help="digits-flow weights folder (default: the shipped ones)")
-    p.add_argument("--force", action="store_true", help="replace an output file this script did not write")
+    add_output_arguments(p, resume=False)
     p.add_argument("--quick", action="store_true", help="smoke test: 1 image per digit, 4 steps")
     args = p.parse_args(argv)
-    try:
-        out = check_output_file(args.out, what="gates JSON", force=args.force, owned=_ours)
-    except OutputPathError as err:
-        raise SystemExit(f"error: {err}") from None
-    existed = out.exists()
-    if args.gen_steps < 1:
-        raise SystemExit("error: --gen-steps must be >= 1")
+    with exit_on_output_error():
+        out = OutputFile(args.out, script=WRITTEN_BY, owned=json_marked(WRITTEN_BY), force=args.force,
+                         what="gates JSON")
+        if args.gen_steps < 1:
+            raise SystemExit("error: --gen-steps must be >= 1")
+        result = measure(args, command_line(WRITTEN_BY, argv))
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"saved {out.path} ({result['seconds']} s)")
+    return 0
+
+
+def measure(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """The four gates, printed as they finish; the JSON's content."""
     per_digit, gen_steps, inv_steps = (1, 4, 4) if args.quick else (10, args.gen_steps, 10)
-    command = shlex.join(["python", *(sys.argv if argv is None else [WRITTEN_BY, *argv])])
-    if os.environ.get("OMP_NUM_THREADS"):
-        command = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} {command}"
     start = time.perf_counter()
     model = load_model("digits-flow", **({"weights_dir": args.weights_dir} if args.weights_dir else {}))
     predict = train_digit_classifier(heldout_per_digit=50)
@@ -102,10 +97,8 @@ def main(argv: list[str] | None = None) -> int:
               "start": flow_matching_loss(start_point, held_images, held_labels)}
     print(f"(d) held-out flow-matching loss: twin {losses['twin']:.4f}, its starting point {losses['start']:.4f}")
     info = json.loads((Path(model_dir(args.weights_dir)) / "digits.json").read_text())
-    result = {
-        "written_by": WRITTEN_BY, "command": command, "quick": args.quick,
-        "env": f"torch {torch.__version__}, Python {platform.python_version()}, {platform.machine()} CPU, "
-               f"nproc {os.cpu_count()}, torch threads {torch.get_num_threads()}",
+    return {
+        "written_by": WRITTEN_BY, "command": command, "quick": args.quick, "env": environment(),
         "seconds": round(time.perf_counter() - start, 1),
         "training": {k: info.get(k) for k in ("train_steps", "init", "train_seconds", "train_images",
                                               "holdout_per_digit", "final_loss_avg100", "seed")},
@@ -119,10 +112,6 @@ def main(argv: list[str] | None = None) -> int:
         "c_teacher_generation_accuracy": {**_acc(teacher), "model": "digits-split", "sampler": "ddim",
                                           "steps": gen_steps},
     }
-    write_output(out, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"), existed=existed,
-                 force=args.force, owned=_ours)
-    print(f"saved {out} ({result['seconds']} s)")
-    return 0
 
 
 def model_dir(weights_dir: str | None) -> str:

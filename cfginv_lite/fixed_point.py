@@ -87,7 +87,8 @@ def budget_after_fraction(iterations: int, skip: float) -> Callable[[Sequence[in
     return lambda grid: [iterations if i >= (len(grid) - 1) * skip else 0 for i in range(len(grid) - 1)]
 
 
-def _per_step_budget(budget: Any, grid: list[int]) -> list[int]:
+def per_step_budget(budget: Any, grid: Sequence[Any]) -> list[int]:
+    """Iterations on each of the ``len(grid) - 1`` steps of ``grid`` from a :data:`Budget` (checked)."""
     steps = len(grid) - 1
     if callable(budget):
         budget = budget(grid)
@@ -102,8 +103,12 @@ def _per_step_budget(budget: Any, grid: list[int]) -> list[int]:
 
 
 # --------------------------------------------------------------------------- one step's search
-class _Search:
-    """Per-image keep-best and stopping of the fixed-point solvers, as ``(B,)`` device tensors.
+class FixedPointSearch:
+    """Per-image keep-best and stopping of one step's fixed-point search, as ``(B,)`` device tensors.
+
+    Shared by :func:`invert_fixed_point` and the flow twin
+    (:func:`cfginv_lite.flow_fixed_point.invert_flow_fixed_point`): any map ``G`` whose fixed
+    point is sought, with the residual of an iterate given by the caller.
 
     Iteration ``k`` evaluates iterate ``x_k`` (``x_0``: the naive step). An image stops at
     ``residual < tol`` (``THRESHOLD``) or on divergence (non-finite, or residual ``>
@@ -155,7 +160,7 @@ class _Search:
         return where_image(further, ahead, where_image(self.evals > 0, self.best, self.x0)), residual
 
 
-def _anderson_mix(hist_x: torch.Tensor, hist_g: torch.Tensor, count: torch.Tensor, damping: float,
+def anderson_mix(hist_x: torch.Tensor, hist_g: torch.Tensor, count: torch.Tensor, damping: float,
                   ridge: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Anderson (type II) candidates for a batch, and where they are usable.
 
@@ -181,11 +186,12 @@ def _anderson_mix(hist_x: torch.Tensor, hist_g: torch.Tensor, count: torch.Tenso
     return cand, (count > 1) & (info == 0) & torch.isfinite(cand).all(1)
 
 
-class _AndersonHistory:
-    """The last ``window + 1`` iterates and map values of each image, and the next iterate.
+class AndersonHistory:
+    """The last ``window + 1`` iterates and map values of each image, and the next iterate
+    (shared by the DDIM and flow fixed points).
 
     ``window=0``: no history, the damped step ``x + damping * (G(x) - x)``. Otherwise Anderson
-    mixing (:func:`_anderson_mix`), falling back to the damped step where the solve fails, with
+    mixing (:func:`anderson_mix`), falling back to the damped step where the solve fails, with
     an image's history restarted whenever its residual grew since its previous iterate.
     """
 
@@ -202,13 +208,13 @@ class _AndersonHistory:
         self.count = torch.where(go, torch.where(grew, 1, (self.count + 1).clamp(max=self.window + 1)), self.count)
         self.x = where_image(go, torch.cat([self.x[:, 1:], x.flatten(1)[:, None]], 1), self.x)
         self.g = where_image(go, torch.cat([self.g[:, 1:], g.flatten(1)[:, None]], 1), self.g)
-        cand, ok = _anderson_mix(self.x, self.g, self.count, self.damping, self.ridge)
+        cand, ok = anderson_mix(self.x, self.g, self.count, self.damping, self.ridge)
         return where_image(go, where_image(ok, cand.view_as(x).to(x.dtype), plain), x)
 
 
-def _check_options(iterations_max: int, window: Any, damping: Any, ridge: Any, average_last: Any, tol: Any,
-                   divergence_factor: Any, init_label: Any, warm_start: Any) -> tuple:
-    """The options as Python numbers (numpy scalars accepted), in signature order."""
+def check_fixed_point_options(iterations_max: int, window: Any, damping: Any, ridge: Any, average_last: Any,
+                              tol: Any, divergence_factor: Any, init_label: Any, warm_start: Any) -> tuple:
+    """The fixed-point options as Python numbers (numpy scalars accepted), in :func:`invert_fixed_point`'s order."""
     if average_last is not None and check_int("average_last", average_last, 1) > max(iterations_max, 1):
         raise ValueError(f"average_last={average_last} exceeds the budget's most iterations per step, {iterations_max}")
     if not isinstance(warm_start, bool):
@@ -266,8 +272,8 @@ def invert_fixed_point(
     """
     z = check_latents(model, latents)
     grid = check_grid(timesteps, len(model.alphas_cumprod))
-    per_step = _per_step_budget(budget, grid)
-    window, damping, ridge, average_last, tol, divergence_factor, init_label, warm_start = _check_options(
+    per_step = per_step_budget(budget, grid)
+    window, damping, ridge, average_last, tol, divergence_factor, init_label, warm_start = check_fixed_point_options(
         max(per_step), window, damping, ridge, average_last, tol, divergence_factor, init_label, warm_start)
     abar, steps, dev = model.alphas_cumprod, len(grid) - 1, z.device
     guard, nfe = FiniteGuard(dev), torch.zeros(z.shape[0], dtype=torch.long, device=dev)
@@ -279,7 +285,7 @@ def invert_fixed_point(
         noise = guided_noise(model, z, lab, lab, guidance).guided        # naive step
         naive = move(z, noise, a_t, a_t1)
         x = naive + correction if warm_start and n else naive            # x_0
-        search, history, recent = _Search(x, n), _AndersonHistory(x, window, damping, ridge), []
+        search, history, recent = FixedPointSearch(x, n), AndersonHistory(x, window, damping, ridge), []
         for _ in range(n):
             if all_stopped(search.active):
                 break
@@ -302,5 +308,6 @@ def invert_fixed_point(
     return z
 
 
-__all__ = ["Budget", "HARD_LEVELS", "NOISY_LEVELS", "all_stopped", "budget_after_fraction", "budget_on_levels",
-           "invert_fixed_point", "where_image"]
+__all__ = ["AndersonHistory", "Budget", "FixedPointSearch", "HARD_LEVELS", "NOISY_LEVELS", "all_stopped",
+           "anderson_mix", "budget_after_fraction", "budget_on_levels", "check_fixed_point_options",
+           "invert_fixed_point", "per_step_budget", "where_image"]

@@ -143,6 +143,9 @@ def test_ownership_predicates(tmp_path: Path) -> None:
     ("calibration.json", "benchmarks/calibrate_cfg.py", "written_by"),
     ("calibration_50steps.json", "benchmarks/calibrate_cfg.py", "written_by"),
     ("editing.json", "benchmarks/editing.py", "tool"),
+    ("flow_benchmark.json", "benchmarks/flow_benchmark.py", "written_by"),
+    ("flow_edit.json", "benchmarks/flow_edit.py", "written_by"),
+    ("flow_gates.json", "benchmarks/flow_gates.py", "written_by"),
     ("mini_sd_gates.json", "benchmarks/mini_sd_gates.py", "written_by"),
     ("tless_settings.json", "benchmarks/tless_settings.py", "written_by"),
     ("transfer.json", "benchmarks/transfer.py", "written_by"),
@@ -207,3 +210,39 @@ def test_transfer_resumes_the_committed_file_with_the_same_per_digit_only(tmp_pa
     args.per_digit += 1
     with pytest.raises(SystemExit, match="--per-digit"):
         tr.open_results(tmp_path, args)
+
+
+def test_flow_benchmark_resumes_the_committed_file_at_its_size_only(tmp_path: Path) -> None:
+    fb = _load("flow_benchmark")
+    for name in ("flow_benchmark.json", "flow_benchmark.md"):
+        shutil.copy(ROOT / "docs" / name, tmp_path / name)
+    committed = json.loads((tmp_path / "flow_benchmark.json").read_text())
+    args = fb.argparse.Namespace(out_dir=str(tmp_path), force=False, resume=True, quick=False, per_digit=10, steps=10)
+    results = fb.open_results(args)
+    assert results.resumed and results.state == committed
+    assert all(results.done((key, c)) for key, cells in committed["cells"].items() for c in cells)
+    assert fb.markdown(results.state) == (tmp_path / "flow_benchmark.md").read_text()   # the table it rendered
+    args.steps = 4
+    with pytest.raises(SystemExit, match="--steps 4"):
+        fb.open_results(args)
+    args.resume = False
+    with pytest.raises(OutputPathError, match="holds earlier results"):
+        fb.open_results(args)
+
+
+def test_flow_edit_resumes_the_committed_file_from_before_the_runs_log(tmp_path: Path) -> None:
+    """Its file has one run's ``command``/``env``/``minutes`` at the top: they become the first run, and the
+    table rendered from the resumed state is the committed one, byte for byte."""
+    fe = _load("flow_edit")
+    for name in ("flow_edit.json", "flow_edit.md"):
+        shutil.copy(ROOT / "docs" / name, tmp_path / name)
+    committed = json.loads((tmp_path / "flow_edit.json").read_text())
+    args = fe.argparse.Namespace(out_dir=str(tmp_path), force=False, resume=True, quick=False)
+    results = fe.open_results(args, committed["n"], committed["steps"], committed["skip"])
+    assert results.resumed and results.state["cells"] == committed["cells"]
+    assert all(results.done(c) for c in ("1", "3", "7.5"))
+    if "command" in committed:
+        assert results.state["runs"][0] == {k: committed[k] for k in ("command", "env", "minutes")}
+    assert fe.markdown(results.state) == (tmp_path / "flow_edit.md").read_text()
+    with pytest.raises(SystemExit, match="skip 1"):
+        fe.open_results(args, committed["n"], committed["steps"], 1)

@@ -79,8 +79,11 @@ def test_uni_inv_is_one_warm_started_fixed_point_iteration(setup) -> None:
     g = make_guidance(model, prompts, 7.5)
     z0, ts = images.double(), ts_of(6)
     a = invert_uni_inv(flow, z0, ts, g, progress=False)
-    assert torch.equal(a, invert_flow_fixed_point(flow, z0, ts, g, iterations=1, warm="reuse", progress=False))
-    assert (a - invert_flow_fixed_point(flow, z0, ts, g, iterations=1, warm="euler", progress=False)).abs().max() > 1e-4
+    one = dict(budget=1, warm="reuse", progress=False)
+    assert torch.equal(a, invert_flow_fixed_point(flow, z0, ts, g, average_last=1, **one))   # returns G(x_0) itself
+    # the default returns x_1 = x_0 + 1 * (G(x_0) - x_0): the same number up to float64 round-off
+    assert torch.allclose(a, invert_flow_fixed_point(flow, z0, ts, g, **one), rtol=0, atol=1e-12)
+    assert (a - invert_flow_fixed_point(flow, z0, ts, g, budget=1, progress=False)).abs().max() > 1e-4   # warm="euler"
 
 
 def test_every_method_reports_its_true_nfe(setup) -> None:
@@ -108,7 +111,7 @@ def test_reversed_euler_round_trip_is_exact_as_steps_grow_at_guidance_1(setup) -
     assert errors[32] < errors[4] / 2.5        # measured 3.6x on this model (an 8x finer grid)
     # the fixed point inverts Euler *sampling* on the same grid far better than reversed Euler does
     ts = ts_of(4)
-    z = invert_flow_fixed_point(flow, images, ts, g, iterations=8, progress=False)
+    z = invert_flow_fixed_point(flow, images, ts, g, budget=8, progress=False)
     fp = (sample_euler(flow, z, ts, g, progress=False) - images).pow(2).mean().sqrt().item()
     assert fp < errors[4] / 10
 
@@ -119,10 +122,25 @@ def test_anderson_lowers_the_fixed_point_residual_at_high_guidance(setup) -> Non
     res = {}
     for window in (0, 3):
         seen = []
-        invert_flow_fixed_point(flow, images, ts_of(4), g, iterations=4, window=window, progress=False,
-                                callback=lambda info: seen.append(info["residual"].median().item()))
+        invert_flow_fixed_point(flow, images, ts_of(4), g, budget=4, window=window, progress=False,
+                                callback=lambda info: seen.append(info["residuals"][-1].nanmedian().item()))
         res[window] = max(seen)
     assert res[3] < res[0]
+
+
+def test_flow_fixed_point_stops_per_image_like_the_ddim_family(setup) -> None:
+    """The course's per-image search: ``tol`` stops an image at its first evaluation below it, which then
+    returns its evaluated iterate, counts only what it ran and records the stop (THRESHOLD)."""
+    from cfginv_lite.records import Stop
+
+    model, flow, images, prompts = setup
+    g = make_guidance(model, prompts, 7.5)
+    seen = []
+    invert_flow_fixed_point(flow, images, ts_of(3), g, budget=[4, 4, 4], tol=1e9, progress=False,
+                            callback=seen.append)
+    assert all(bool((info["iterations"] == 1).all()) and bool((info["stopped"] == Stop.THRESHOLD).all())
+               and torch.isfinite(info["residual"]).all() for info in seen)
+    assert seen[-1]["nfe"].tolist() == [2 * 3 * (1 + 1)] * len(images)      # Euler predictor + one iteration
 
 
 def test_bad_input_is_refused_clearly(setup) -> None:
@@ -146,6 +164,10 @@ def test_bad_input_is_refused_clearly(setup) -> None:
         run_flow_method("heun", flow, images, ts_of(2), g)
     with pytest.raises(ValueError, match="window"):
         invert_flow_fixed_point(flow, images, ts_of(2), g, window=-1, progress=False)
+    with pytest.raises(ValueError, match="budget has 3 entries for a grid of 2 steps"):
+        invert_flow_fixed_point(flow, images, ts_of(2), g, budget=[1, 2, 3], progress=False)
+    with pytest.raises(ValueError, match="divergence_factor"):
+        invert_flow_fixed_point(flow, images, ts_of(2), g, divergence_factor=1.0, progress=False)
     with pytest.raises(ValueError, match="steps"):
         flow_grid(0)
 
