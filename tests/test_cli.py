@@ -134,9 +134,9 @@ def test_cli_device_errors_before_the_run(device, monkeypatch, capsys):
                                   ["--images-per-digit", "2000"], ["--spacing", "trailing", "--steps", "20", "700"],
                                   ["--spacing", "leading", "--steps", "20", "1000"]])
 def test_cli_validates_every_argument_before_the_first_network_call(args, monkeypatch, capsys):
-    import cfginv_lite.experiment as experiment
+    import cfginv_lite.sampling as sampling
 
-    monkeypatch.setattr(experiment, "generate", _no_compare)   # the first network call of compare
+    monkeypatch.setattr(sampling, "generate", _no_compare)   # the first network call of compare
     assert _exit_code(cli.main, ["compare", "--no-progress", *args]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "Traceback" not in err
@@ -145,9 +145,9 @@ def test_cli_validates_every_argument_before_the_first_network_call(args, monkey
 @pytest.mark.parametrize("args", [["--images-per-digit", "0"], ["--methods", "naive", "bogus"],
                                   ["--model", "stable-diffusion"]])
 def test_cli_rejections_that_already_worked_stay_up_front(args, monkeypatch, capsys):
-    import cfginv_lite.experiment as experiment
+    import cfginv_lite.sampling as sampling
 
-    monkeypatch.setattr(experiment, "generate", _no_compare)
+    monkeypatch.setattr(sampling, "generate", _no_compare)
     assert _exit_code(cli.main, ["compare", "--no-progress", *args]) == 2
     assert "error:" in capsys.readouterr().err
 
