@@ -5,7 +5,7 @@ from typing import Any
 
 from .protocol import DiffusionModel
 
-MODEL_NAMES: tuple[str, ...] = ("digits", "digits-split", "digits-flow", "mini-sd", "stable-diffusion")
+MODEL_NAMES: tuple[str, ...] = ("digits", "digits-split", "digits-flow", "digits-flow-student", "mini-sd", "stable-diffusion")
 
 
 def load_model(name: str = "digits", **kwargs: Any) -> DiffusionModel:
@@ -15,6 +15,8 @@ def load_model(name: str = "digits", **kwargs: Any) -> DiffusionModel:
       ``weights_dir=`` for weights of your own from ``python -m cfginv_lite.models.train_digits``).
     * ``"digits-flow"``: the rectified-flow twin of ``"digits-split"`` (velocity prediction, same
       training split; solvers in :mod:`cfginv_lite.flow`), shipped, CPU.
+    * ``"digits-flow-student"``: the guidance-distilled student of ``"digits-flow"`` (the scale is an
+      input, no unconditional branch, 1 NFE per guided velocity; Meng et al. 2023), shipped, CPU.
     * ``"mini-sd"``: the embedded latent diffusion model built like SD (VAE + text encoder +
       cross-attention UNet, MNIST), shipped, CPU (``device=``, ``weights_dir=`` for weights of
       your own from ``python -m cfginv_lite.models.train_mini_sd``).
@@ -44,6 +46,13 @@ def load_model(name: str = "digits", **kwargs: Any) -> DiffusionModel:
         if unknown:
             raise ValueError(f"load_model('digits-flow') takes device= and weights_dir=, got {unknown}")
         return load_flow_digits_model(**kwargs)
+    if name == "digits-flow-student":
+        from .flow_student import load_flow_student_model  # guidance as an input (cfginv_lite.flow_student)
+
+        unknown = sorted(set(kwargs) - {"device", "weights_dir"})
+        if unknown:
+            raise ValueError(f"load_model('digits-flow-student') takes device= and weights_dir=, got {unknown}")
+        return load_flow_student_model(**kwargs)
     if name == "mini-sd":
         from .mini_sd import load_mini_sd_model
 
