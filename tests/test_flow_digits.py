@@ -66,6 +66,7 @@ def test_trainer_is_seeded_and_refuses_the_shipped_folder(tmp_path) -> None:
     assert cl.load_model("digits-flow", weights_dir=tmp_path / "w").name == "digits-flow"
 
 
+@pytest.mark.slow
 def test_flow_benchmark_quick_writes_resumes_and_protects(tmp_path) -> None:
     cmd = [sys.executable, str(ROOT / "benchmarks" / "flow_benchmark.py"), "--quick", "--out-dir", str(tmp_path)]
     run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -97,6 +98,7 @@ def test_committed_flow_edit_table_supports_the_notebook_sentence() -> None:
             assert fe["success"] >= 0.93 and inv[cfg]["success"] >= 0.93
 
 
+@pytest.mark.slow
 def test_flow_edit_benchmark_quick(tmp_path) -> None:
     run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "flow_edit.py"), "--quick", "--out-dir",
                           str(tmp_path)], capture_output=True, text=True, cwd=ROOT)

@@ -95,6 +95,7 @@ def test_distillation_is_seeded_and_refuses_the_shipped_folder() -> None:
         distil_main(["--steps", "1", "--out", str(STUDENT_WEIGHTS_DIR), "--no-progress"])
 
 
+@pytest.mark.slow
 def test_student_benchmark_quick_writes_and_protects(tmp_path) -> None:
     cmd = [sys.executable, str(ROOT / "benchmarks" / "flow_student.py"), "--quick", "--out-dir", str(tmp_path)]
     run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)

@@ -25,6 +25,9 @@ import cfginv_lite as cl  # noqa: E402
 from cfginv_lite.data import digit_prompt, real_digits  # noqa: E402
 from cfginv_lite.fixed_point import HARD_LEVELS  # noqa: E402
 
+#: An oracle comparison of every solver configuration (minutes on one core): part of the full run, not the fast one.
+pytestmark = pytest.mark.slow
+
 LABELS = [3, 1, 7, 0]
 STEPS = 8
 #: (frozen solver, its options) -> (new solver, its options): every configuration the redesign renamed.
