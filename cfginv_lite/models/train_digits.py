@@ -190,30 +190,46 @@ def _main(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     try:  # everything that can be checked is checked before the (long) training starts
         settings = check_train_args(args.steps, args.batch, args.lr, args.dropout, seed=args.seed,
                                     holdout_per_digit=args.holdout_per_digit)
-        out = check_output_dir(args.out, WEIGHT_FILES, what="--out folder", force=args.force,
-                               protected=(WEIGHTS_DIR,))
-        claim = _OutClaim(out)
+    except ValueError as err:
+        parser.error(str(err))
+    code, path = train_into_folder(parser, args.out, WEIGHT_FILES, force=args.force, protected=(WEIGHTS_DIR,),
+                                   train=lambda: train(**settings, progress=not args.no_progress))
+    if path is not None and path.parent.resolve() != WEIGHTS_DIR.resolve():
+        print(f"load it with: load_model('digits', weights_dir={str(path.parent)!r})", file=sys.stderr)
+    return code
+
+
+def train_into_folder(parser: argparse.ArgumentParser, out: Any, files: Sequence[str], *, force: bool,
+                      protected: Sequence[Path], train: Any, prefix: str = DEFAULT_OUT) -> tuple[int, Path | None]:
+    """The trainers' common command-line path: check and claim ``--out``, ``train()``, save.
+
+    ``train`` returns ``(model, info)``. A bad ``--out`` (or a second trainer on it) is a
+    ``parser.error`` (exit 2) before any training; a diverged run exits 2; a model that could be
+    saved nowhere exits 1 (:func:`_save_or_rescue` tries a fresh folder named after ``prefix``).
+    Returns the exit code and the saved weights' path (None when nothing was saved).
+    """
+    try:
+        folder = check_output_dir(out, files, what="--out folder", force=force, protected=protected)
+        claim = _OutClaim(folder)
     except (ValueError, OSError) as err:
         parser.error(str(err))
     with claim:
         try:  # files that appeared between the check and the claim
-            check_output_dir(out, WEIGHT_FILES, what="--out folder", force=args.force, protected=(WEIGHTS_DIR,))
+            check_output_dir(folder, files, what="--out folder", force=force, protected=protected)
         except OutputPathError as err:
             parser.error(str(err))
         try:
-            model, info = train(**settings, progress=not args.no_progress)
+            model, info = train()
         except TrainingDivergedError as err:
             print(f"{parser.prog}: error: {err}", file=sys.stderr)
-            return 2
+            return 2, None
         try:
-            path = _save_or_rescue(model, out, info, args.force)
+            path = _save_or_rescue(model, folder, info, force, prefix=prefix)
         except OSError as err:
             print(f"{parser.prog}: error: {err}", file=sys.stderr)
-            return 1
+            return 1, None
     print(f"saved {path}: {info}")
-    if out.resolve() != WEIGHTS_DIR.resolve():
-        print(f"load it with: load_model('digits', weights_dir={str(path.parent)!r})", file=sys.stderr)
-    return 0
+    return 0, path
 
 
 class _OutClaim:

@@ -27,11 +27,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import DIGIT_NAMES, HOLDOUT_SEED, heldout_indices, load_digit_images
-from ..outputs import OutputPathError, check_output_dir
 from .digits import WEIGHTS_DIR
 from .flow_digits import FLOW_WEIGHT_FILES, TIME_LABEL_SCALE, flow_metadata, load_flow_digits_model
 from .flow_student import GUIDANCE_LABEL_SCALE, GUIDANCE_RANGE, FlowStudentModel, student_forward, student_from_teacher
-from .train_digits import TEMPLATES, TrainingDivergedError, _OutClaim, _save_or_rescue, check_train_args, ema_update
+from .train_digits import TEMPLATES, TrainingDivergedError, check_train_args, ema_update, train_into_folder
 
 DEFAULT_OUT = "digits_flow_student_weights"
 HOLDOUT_PER_DIGIT = 50
@@ -108,31 +107,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="overwrite existing weights in --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    protected = (WEIGHTS_DIR, WEIGHTS_DIR / "digits_flow", WEIGHTS_DIR / "digits_flow_student")
-    try:
+    try:  # everything that can be checked is checked before the (long) training starts
         settings = check_train_args(args.steps, args.batch, args.lr, seed=args.seed)
-        out = check_output_dir(args.out, FLOW_WEIGHT_FILES, what="--out folder", force=args.force, protected=protected)
-        claim = _OutClaim(out)
-    except (ValueError, OSError) as err:
+    except ValueError as err:
         parser.error(str(err))
-    with claim:
-        try:
-            check_output_dir(out, FLOW_WEIGHT_FILES, what="--out folder", force=args.force, protected=protected)
-        except OutputPathError as err:
-            parser.error(str(err))
-        try:
-            model, info = distil_student(settings["steps"], settings["batch"], settings["lr"], seed=settings["seed"],
-                                         progress=not args.no_progress)
-        except TrainingDivergedError as err:
-            print(f"{parser.prog}: error: {err}", file=sys.stderr)
-            return 2
-        try:
-            path = _save_or_rescue(model, out, info, args.force, prefix=DEFAULT_OUT)
-        except OSError as err:
-            print(f"{parser.prog}: error: {err}", file=sys.stderr)
-            return 1
-    print(f"saved {path}: {info}")
-    return 0
+    protected = (WEIGHTS_DIR, WEIGHTS_DIR / "digits_flow", WEIGHTS_DIR / "digits_flow_student")
+    code, _ = train_into_folder(parser, args.out, FLOW_WEIGHT_FILES, force=args.force, protected=protected,
+                                prefix=DEFAULT_OUT, train=lambda: distil_student(
+                                    settings["steps"], settings["batch"], settings["lr"], seed=settings["seed"],
+                                    progress=not args.no_progress))
+    return code
 
 
 if __name__ == "__main__":
